@@ -1,0 +1,105 @@
+"""Cameras of the multi-view teacher: pose-relative Pluecker rays and the group layout.
+
+Poses are expressed relative to the input camera, so the teacher never sees absolute world
+coordinates: the world is rotated into the input camera's frame and scaled so that the input
+camera sits at distance 1 from the object centre (the origin, which every orbit camera looks
+at). The input camera then always has the identity rotation and centre (0, 0, -1) (OpenCV
+axes), and a target camera keeps its pose relative to it. A single image fixes neither the
+object's size nor its distance, only their ratio; this normalisation is what makes a teacher
+usable on images whose distance is unknown.
+
+Group layout (what the teacher is trained on, and what ``sample_multiview_groups`` draws):
+an input camera (elevation, azimuth, distance, fovy uniform in their ranges) and K target
+cameras at one shared elevation, distance and fovy, with azimuths
+``input azimuth + offset + k * 360 / K``, ``offset`` uniform in [0, 360) (as ImageDream lays
+out its four orthogonal views, here at every rotation relative to the input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill3d.cameras import Cameras, orbit_cameras, rigid_inverse
+
+
+def relative_cameras(input_cameras: Cameras, target_cameras: Cameras) -> tuple[Cameras, Cameras]:
+    """Input [B] and target [B*K] cameras in the normalised frame of their input camera.
+
+    Returns (input, targets) with the same intrinsics; the K targets of object b are rows
+    b*K .. b*K+K-1. Every input camera must look at the origin.
+    """
+    B, BK = len(input_cameras), len(target_cameras)
+    if BK % B:
+        raise ValueError(f"{BK} target cameras for {B} input cameras")
+    K = BK // B
+    c2w_in = input_cameras.c2w
+    scale = 1.0 / c2w_in[:, :3, 3].norm(dim=-1).clamp_min(1e-8)  # [B]
+    world_to_canonical = rigid_inverse(c2w_in)  # [B, 4, 4]
+    world_to_canonical[:, :3, 3] = 0.0  # rotate about the origin only
+    w2c = world_to_canonical.repeat_interleave(K, dim=0)
+    rel_t = w2c @ target_cameras.c2w
+    rel_t[:, :3, 3] *= scale.repeat_interleave(K)[:, None]
+    rel_in = world_to_canonical @ c2w_in
+    rel_in[:, :3, 3] *= scale[:, None]
+    return (Cameras(rel_in, input_cameras.K, input_cameras.width, input_cameras.height),
+            Cameras(rel_t, target_cameras.K, target_cameras.width, target_cameras.height))
+
+
+def plucker_maps(cameras: Cameras) -> Tensor:
+    """Pluecker rays of every pixel as channels: [B, 6, H, W]."""
+    return cameras.plucker().permute(0, 3, 1, 2).contiguous()
+
+
+def multiview_rays(input_cameras: Cameras, target_cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """Relative Pluecker maps of the input [B, 6, H, W] and target [B*K, 6, H, W] cameras."""
+    rel_in, rel_t = relative_cameras(input_cameras, target_cameras)
+    return plucker_maps(rel_in), plucker_maps(rel_t)
+
+
+@dataclass
+class MultiViewGroupCameras:
+    """Distribution of the cameras of one group (see the module docstring)."""
+
+    num_views: int = 4  # K targets (ImageDream, DD3G)
+    input_elevation_range: tuple[float, float] = (-10.0, 45.0)
+    target_elevation_range: tuple[float, float] = (-10.0, 45.0)
+    distance_range: tuple[float, float] = (2.2, 3.0)  # the object fits the view (radius 0.9, fovy >= 35)
+    fovy_range: tuple[float, float] = (35.0, 45.0)
+
+
+def sample_multiview_groups(n: int, resolution: int, layout: MultiViewGroupCameras,
+                            generator: torch.Generator | None = None) -> tuple[Cameras, dict[str, Tensor]]:
+    """n groups of 1 + K cameras, [n * (1 + K)], each group's input camera first.
+
+    Returns the cameras and their parameters (elevation, azimuth, distance, fovy), each [n, 1+K].
+    """
+    K = layout.num_views
+
+    def uni(lo_hi, shape):
+        lo, hi = lo_hi
+        return lo + (hi - lo) * torch.rand(shape, generator=generator)
+
+    in_el, in_az = uni(layout.input_elevation_range, (n, 1)), uni((-180.0, 180.0), (n, 1))
+    in_dist, in_fov = uni(layout.distance_range, (n, 1)), uni(layout.fovy_range, (n, 1))
+    t_el, offset = uni(layout.target_elevation_range, (n, 1)), uni((0.0, 360.0), (n, 1))
+    t_dist, t_fov = uni(layout.distance_range, (n, 1)), uni(layout.fovy_range, (n, 1))
+    t_az = in_az + offset + torch.arange(K, dtype=torch.float32) * (360.0 / K)
+    params = {
+        "elevation": torch.cat([in_el, t_el.expand(n, K)], dim=1),
+        "azimuth": torch.remainder(torch.cat([in_az, t_az], dim=1) + 180.0, 360.0) - 180.0,
+        "distance": torch.cat([in_dist, t_dist.expand(n, K)], dim=1),
+        "fovy": torch.cat([in_fov, t_fov.expand(n, K)], dim=1),
+    }
+    cams = orbit_cameras(*(params[k].reshape(-1) for k in ("elevation", "azimuth", "distance", "fovy")),
+                         resolution, resolution)
+    return cams, params
+
+
+def split_groups(cameras: Cameras, num_views: int) -> tuple[Cameras, Cameras]:
+    """Cameras [n * (1 + K)] laid out by ``sample_multiview_groups`` -> (input [n], targets [n * K])."""
+    V = num_views + 1
+    index = torch.arange(len(cameras), device=cameras.device).reshape(-1, V)
+    return cameras[index[:, 0]], cameras[index[:, 1:].reshape(-1)]

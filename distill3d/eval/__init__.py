@@ -1,0 +1,1 @@
+"""Evaluation: image metrics and, with the world classifier, prompt fidelity."""

@@ -1,0 +1,166 @@
+"""Quality of the world classifier and teachers, measured on held-out objects only.
+
+- ``evaluate_classifier``: attribute accuracy on reference renders of held-out objects
+  (target: >= 98% for shape, colour and pattern each).
+- ``evaluate_text_to_image``: 50-step DDIM samples of held-out view prompts, read by the
+  classifier (targets: shape >= 95%, colour >= 95%, pattern >= 85%; the view bucket is
+  reported for shapes with a front). The classifier's accuracy on reference renders of the
+  same prompts and cameras is reported beside it (``reference_*``) as the ceiling.
+- ``evaluate_multiview``: PSNR / SSIM of the K target views of deterministic 50-step DDIM
+  against reference renders of the same held-out object at the same cameras (targets:
+  >= 20 dB, >= 0.85).
+
+Views are framed so that the whole object is seen (``EVAL_VIEWS``); objects are taken
+round robin over ``heldout_objects()``, cameras from a seeded generator, so results repeat.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from distill3d.cameras import Cameras
+from distill3d.diffusion.multiview_cameras import sample_multiview_groups, split_groups
+from distill3d.diffusion.world_render_pool import ViewCameras
+from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
+from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier
+from distill3d.eval.metrics import psnr, ssim
+from distill3d.world.prompts import WorldObject
+from distill3d.world.reference_render import render_reference
+from distill3d.world.split import heldout_objects
+from distill3d.world.views import view_bucket_index, view_prompt
+from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+
+EVAL_VIEWS = ViewCameras(distance_range=(2.0, 3.0), fovy_range=(35.0, 45.0))
+"""Cameras of the evaluations: the training elevations, distances at which objects are framed."""
+
+CLASSIFIER_TARGET = 0.98
+TEXT_TO_IMAGE_TARGETS = {"shape": 0.95, "colour": 0.95, "pattern": 0.85}
+MULTIVIEW_TARGETS = {"psnr": 20.0, "ssim": 0.85}
+
+
+def eval_objects(count: int) -> list[WorldObject]:
+    """``count`` held-out objects, round robin."""
+    objects = heldout_objects()
+    return [objects[i % len(objects)] for i in range(count)]
+
+
+def render_views(objects: list[WorldObject], cameras: Cameras, batch_size: int = 256) -> Tensor:
+    """Reference renders [N, H, W, 3] of objects [N] at cameras [N] (on the cameras' device)."""
+    chunk = 1 << 20 if cameras.device.type == "cuda" else 1 << 17
+    out = [render_reference(objects[s:s + batch_size], cameras[s:s + batch_size], chunk_rays=chunk).rgb
+           for s in range(0, len(objects), batch_size)]
+    return torch.cat(out)
+
+
+def _accuracies(classifier: WorldClassifier, images: Tensor, objects: list[WorldObject],
+                buckets: Tensor) -> dict[str, float]:
+    logp = classifier.log_probs(images)
+    out = {}
+    for name in ATTRIBUTES:
+        truth = torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
+        out[f"{name}_accuracy"] = float((logp[name].argmax(-1) == truth).float().mean())
+    front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects], device=logp["bucket"].device)
+    hits = (logp["bucket"].argmax(-1) == buckets.to(logp["bucket"].device)) & front
+    out["bucket_accuracy_front_shapes"] = float(hits.sum() / front.sum().clamp_min(1))
+    return out
+
+
+def _views(count: int, resolution: int, seed: int, device: torch.device) -> tuple[Cameras, dict]:
+    cams, params = EVAL_VIEWS.sample(count, resolution, torch.Generator().manual_seed(seed))
+    return cams.to(device), params
+
+
+@torch.no_grad()
+def evaluate_classifier(classifier: WorldClassifier, count: int = 2048, seed: int = 0) -> dict:
+    """Accuracy of the classifier on ``count`` reference renders of held-out objects."""
+    objects = eval_objects(count)
+    cams, params = _views(count, classifier.config.resolution, seed, classifier.device)
+    images = render_views(objects, cams)
+    metrics = _accuracies(classifier, images, objects, view_bucket_index(params["azimuth"], params["elevation"]))
+    metrics.update(count=count, seed=seed, target=CLASSIFIER_TARGET,
+                   passed=all(metrics[f"{a}_accuracy"] >= CLASSIFIER_TARGET for a in ATTRIBUTES))
+    return metrics
+
+
+def save_grid(images: Tensor, path: str | Path, columns: int = 8) -> Path:
+    """Write images [N, H, W, 3] in [0, 1] as one PNG grid."""
+    n, h, w, _ = images.shape
+    rows = math.ceil(n / columns)
+    grid = np.ones((rows * h, min(n, columns) * w, 3), dtype=np.uint8) * 255
+    arr = (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    for i in range(n):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = arr[i]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
+
+
+@torch.no_grad()
+def evaluate_text_to_image(teacher: WorldTextToImageTeacher, classifier: WorldClassifier, count: int = 512,
+                           seed: int = 0, guidance_scale: float | None = None, num_steps: int = 50,
+                           batch_size: int = 128, samples_png: str | Path | None = None,
+                           progress: bool = True) -> dict:
+    """Classifier accuracy on DDIM samples of ``count`` held-out view prompts."""
+    objects = eval_objects(count)
+    cams, params = _views(count, teacher.native_image_size, seed, teacher.device)
+    prompts = view_prompt(objects, params["azimuth"], params["elevation"])
+    buckets = view_bucket_index(params["azimuth"], params["elevation"])
+    generator = torch.Generator(device=teacher.device).manual_seed(seed)
+    samples = torch.cat([teacher.sample(prompts[s:s + batch_size], num_steps=num_steps, guidance_scale=guidance_scale,
+                                        generator=generator)
+                         for s in tqdm(range(0, count, batch_size), desc="sampling", disable=not progress)])
+    metrics = _accuracies(classifier, samples, objects, buckets)
+    reference = _accuracies(classifier, render_views(objects, cams), objects, buckets)
+    metrics.update({f"reference_{k}": v for k, v in reference.items()})
+    metrics.update(count=count, seed=seed, num_steps=num_steps,
+                   guidance_scale=teacher.default_guidance_scale if guidance_scale is None else guidance_scale,
+                   targets=TEXT_TO_IMAGE_TARGETS,
+                   passed=all(metrics[f"{a}_accuracy"] >= v for a, v in TEXT_TO_IMAGE_TARGETS.items()))
+    if samples_png is not None:
+        save_grid(samples[:64], samples_png)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_multiview(teacher: WorldMultiViewTeacher, count: int = 256, seed: int = 0,
+                       guidance_scale: float | None = None, num_steps: int = 50, batch_size: int = 32,
+                       samples_png: str | Path | None = None, progress: bool = True) -> dict:
+    """PSNR / SSIM of the teacher's target views against reference renders, ``count`` held-out groups."""
+    R, K = teacher.native_image_size, teacher.num_views
+    layout = replace(teacher.config.cameras, num_views=K)
+    objects = eval_objects(count)
+    cams, _ = sample_multiview_groups(count, R, layout, torch.Generator().manual_seed(seed))
+    cams = cams.to(teacher.device)
+    rendered = render_views([o for o in objects for _ in range(K + 1)], cams).reshape(count, K + 1, R, R, 3)
+    inputs, targets = split_groups(cams, K)
+    generator = torch.Generator(device=teacher.device).manual_seed(seed)
+    outputs = []
+    for s in tqdm(range(0, count, batch_size), desc="sampling", disable=not progress):
+        e = min(count, s + batch_size)
+        cond = teacher.encode_condition(rendered[s:e, 0], inputs[s:e], targets[s * K:e * K])
+        outputs.append(teacher.sample(cond, num_steps=num_steps, guidance_scale=guidance_scale, generator=generator))
+    views = torch.cat(outputs)  # [count, K, R, R, 3]
+    truth = rendered[:, 1:]
+    p = psnr(views.reshape(-1, R, R, 3), truth.reshape(-1, R, R, 3)).reshape(count, K)
+    s = ssim(views.reshape(-1, R, R, 3), truth.reshape(-1, R, R, 3)).reshape(count, K)
+    metrics = {"psnr": float(p.mean()), "ssim": float(s.mean()), "psnr_per_view": p.mean(0).tolist(),
+               "ssim_per_view": s.mean(0).tolist(), "count": count, "num_views": K, "seed": seed,
+               "num_steps": num_steps,
+               "guidance_scale": teacher.default_guidance_scale if guidance_scale is None else guidance_scale,
+               "targets": MULTIVIEW_TARGETS}
+    metrics["passed"] = metrics["psnr"] >= MULTIVIEW_TARGETS["psnr"] and metrics["ssim"] >= MULTIVIEW_TARGETS["ssim"]
+    if samples_png is not None:
+        n = min(count, 8)
+        rows = torch.cat([rendered[:n, :1], views[:n], rendered[:n, :1] * 0 + 1, truth[:n]], dim=1)
+        save_grid(rows.reshape(-1, R, R, 3), samples_png, columns=2 * K + 2)
+    return metrics

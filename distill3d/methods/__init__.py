@@ -1,0 +1,1 @@
+"""distill3d.methods."""

@@ -1,0 +1,86 @@
+"""World classifier: labels, augmentation, a short training run on real renders, loading."""
+
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from distill3d.diffusion.train import Generators, save_weights
+from distill3d.errors import UserError
+from distill3d.eval.classifier import (HEADS, ClassifierTask, WorldClassifier, attribute_labels, augment,
+                                       classifier_loss, has_front, tiny_config)
+from distill3d.eval.teacher_quality import evaluate_classifier
+from distill3d.run_dir import write_json_atomic
+from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
+
+
+def test_attribute_labels_invert_the_object_index():
+    objects = all_objects()[::5]
+    labels = attribute_labels(torch.tensor([o.index for o in objects]))
+    assert [SHAPES[i] for i in labels["shape"]] == [o.shape for o in objects]
+    assert [tuple(COLOURS)[i] for i in labels["colour"]] == [o.colour for o in objects]
+    assert [PATTERNS[i] for i in labels["pattern"]] == [o.pattern for o in objects]
+    assert has_front(torch.tensor([SHAPES.index("mug"), SHAPES.index("torus")])).tolist() == [True, False]
+
+
+def test_augmentation_keeps_the_colours():
+    config = tiny_config()
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    gens = Generators.seeded(0, 0, torch.device("cpu"))
+    y = augment(x, config, gens)
+    assert y.shape == x.shape
+    assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05)
+
+
+def test_bucket_loss_only_counts_shapes_with_a_front():
+    logits = {name: torch.zeros(2, len(words)) for name, words in HEADS.items()}
+    logits["bucket"][0, 0] = 50.0  # a confident wrong bucket on the torus does not matter
+    torus, mug = WorldObject("red", "plain", "torus"), WorldObject("red", "plain", "mug")
+    index = torch.tensor([torus.index, mug.index])
+    base = classifier_loss(logits, index, torch.tensor([2, 1]))
+    uniform = math.log(len(SHAPES)) + math.log(len(COLOURS)) + math.log(len(PATTERNS)) + math.log(4)
+    assert math.isclose(float(base), uniform, rel_tol=1e-5)
+    logits["bucket"][1, 0] = 50.0  # on the mug it does
+    assert classifier_loss(logits, index, torch.tensor([2, 1])) > base + 10
+
+
+def test_tiny_classifier_training_on_renders_reduces_the_loss():
+    task = ClassifierTask(tiny_config())
+    torch.manual_seed(0)
+    model = task.build_model()
+    pool = task.build_pool(torch.device("cpu"))
+    gens = Generators.seeded(0, 0, torch.device("cpu"))
+    pool.fill(gens.data, progress=False)
+    assert len(pool) == 16 and set(pool.object_index.tolist()) <= {o.index for o in all_objects()}
+    assert not set(pool.object_index.tolist()) & {o.index for o in heldout_objects()}
+    x = pool.images_float(torch.arange(len(pool)))[:, 0]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = classifier_loss(model(x), pool.object_index, pool.bucket[:, 0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_classifier_loads_and_evaluates(tmp_path):
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = WorldClassifier(config.net)
+    write_json_atomic(tmp_path / "config.json", asdict(config))
+    save_weights(model, tmp_path / "model.safetensors", torch.float32)
+    loaded = WorldClassifier.from_pretrained(tmp_path, device="cpu")
+    images = torch.rand(3, 40, 40, 3)  # any size is resized to the classifier's
+    with torch.no_grad():
+        assert torch.equal(loaded(loaded.prepare(images))["shape"], model.eval()(model.prepare(images))["shape"])
+    objects = [WorldObject("red", "plain", "torus"), WorldObject("blue", "striped", "mug")]
+    scores = loaded.prompt_log_likelihood(images, objects)
+    assert scores.shape == (3, 2) and (scores <= 0).all()
+    assert set(loaded.predict(images)) == set(HEADS)
+    metrics = evaluate_classifier(loaded, count=8)
+    assert {"shape_accuracy", "colour_accuracy", "pattern_accuracy", "bucket_accuracy_front_shapes", "passed"} <= set(metrics)
+    with pytest.raises(UserError):
+        WorldClassifier.from_pretrained(tmp_path / "missing")

@@ -1,0 +1,222 @@
+"""World teachers: text encoder, cameras, training loop, save/load, Teacher interface, CLI, eval."""
+
+import json
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from distill3d.cameras import orbit_cameras
+from distill3d.cli import main
+from distill3d.diffusion.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
+                                                   sample_multiview_groups, split_groups)
+from distill3d.diffusion.teacher import Teacher
+from distill3d.diffusion.train import RunOptions, run_training, save_weights
+from distill3d.diffusion.train_multiview import MultiViewTask, tiny_config as tiny_multiview
+from distill3d.diffusion.train_text_to_image import TextToImageTask, tiny_config as tiny_text_to_image
+from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet
+from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
+from distill3d.diffusion.world_text_encoder import (NULL_TOKEN, TOKEN_ID, TextEncoderConfig, WorldTextEncoder,
+                                                    object_tokens, tokenize_prompts, tokens_from_labels)
+from distill3d.errors import UserError
+from distill3d.eval.classifier import WorldClassifier, tiny_config as tiny_classifier
+from distill3d.eval.teacher_quality import evaluate_multiview, evaluate_text_to_image
+from distill3d.run_dir import write_json_atomic
+from distill3d.world import VIEW_BUCKETS, WorldObject, all_objects
+
+
+def _folder(tmp_path, name, net, config, dtype=torch.float16):
+    folder = tmp_path / name
+    folder.mkdir()
+    write_json_atomic(folder / "config.json", asdict(config))
+    save_weights(net, folder / "model.safetensors", dtype)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained tiny text-to-image, multi-view and classifier folders."""
+    tmp = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    t2i, mv, cls = tiny_text_to_image(), tiny_multiview(), tiny_classifier()
+    return {"t2i": _folder(tmp, "t2i", WorldTextToImageNet(t2i.net), t2i),
+            "mv": _folder(tmp, "mv", WorldMultiViewNet(mv.net), mv),
+            "classifier": _folder(tmp, "cls", WorldClassifier(cls.net), cls, torch.float32)}
+
+
+# ---------------------------------------------------------------------- text encoder
+def test_text_encoder_gives_distinct_embeddings_and_rejects_unknown_words():
+    torch.manual_seed(0)
+    encoder = WorldTextEncoder(TextEncoderConfig(dim=32, num_layers=1, num_heads=2)).eval()
+    prompts = ["a red striped torus", "a red striped torus, front view", "a blue striped torus, front view",
+               "a red checkered torus, front view", "a red striped mug, front view", "a red striped mug, back view", ""]
+    with torch.no_grad():
+        emb = encoder.encode(prompts)
+    assert emb.shape == (len(prompts), 4, 32)
+    flat = emb.flatten(1)
+    distances = torch.cdist(flat, flat) + torch.eye(len(prompts)) * 1e3
+    assert distances.min() > 1e-3
+    assert tokenize_prompts([""]).tolist() == [[TOKEN_ID[NULL_TOKEN]] * 4]
+    assert torch.equal(tokenize_prompts(["A Red  Torus"]), tokenize_prompts(["a red plain torus"]))
+    for bad in ("a red striped teapot", "a magenta torus", "a red torus, top view"):
+        with pytest.raises(UserError):
+            encoder.encode([bad])
+
+
+def test_tokens_from_labels_match_the_prompts():
+    objects = all_objects()[::7]
+    views = torch.arange(len(objects)) % (len(VIEW_BUCKETS) + 1) - 1  # -1 = no view suffix
+    prompts = [o.prompt + ("" if v < 0 else f", {VIEW_BUCKETS[v]} view") for o, v in zip(objects, views.tolist())]
+    expected = tokenize_prompts(prompts)
+    assert torch.equal(tokens_from_labels(torch.tensor([o.index for o in objects]), views), expected)
+    words = [None if v < 0 else VIEW_BUCKETS[v] for v in views.tolist()]
+    assert torch.equal(object_tokens(objects, words), expected)
+
+
+# ---------------------------------------------------------------------- multi-view cameras
+def test_relative_cameras_are_canonical_and_invariant_to_the_world_pose():
+    layout = MultiViewGroupCameras(num_views=3)
+    cams, params = sample_multiview_groups(4, 8, layout, torch.Generator().manual_seed(0))
+    inputs, targets = split_groups(cams, 3)
+    rel_in, rel_t = relative_cameras(inputs, targets)
+    assert torch.allclose(rel_in.c2w[:, :3, :3], torch.eye(3).expand(4, 3, 3), atol=1e-5)
+    assert torch.allclose(rel_in.c2w[:, :3, 3], torch.tensor([0.0, 0.0, -1.0]).expand(4, 3), atol=1e-5)
+    # the same group turned about the up axis and moved closer has the same relative rays
+    turned = orbit_cameras(params["elevation"].reshape(-1), params["azimuth"].reshape(-1) + 40.0,
+                           params["distance"].reshape(-1) * 0.8, params["fovy"].reshape(-1), 8, 8)
+    inputs2, targets2 = split_groups(turned, 3)
+    for a, b in zip(multiview_rays(inputs, targets), multiview_rays(inputs2, targets2)):
+        assert torch.allclose(a, b, atol=1e-4)
+    # target azimuths are 360 / K apart
+    step = torch.remainder(params["azimuth"][:, 2] - params["azimuth"][:, 1], 360.0)
+    assert torch.allclose(step, torch.full((4,), 120.0), atol=1e-3)
+
+
+# ---------------------------------------------------------------------- training
+def test_tiny_text_to_image_teacher_loss_goes_down_on_a_fixed_batch():
+    config = tiny_text_to_image()
+    task = TextToImageTask(config)
+    torch.manual_seed(0)
+    net = task.build_model()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    tokens = tokenize_prompts(["a red torus, front view", "a blue cube", "a green striped mug, back view", ""])
+    t = torch.tensor([100, 300, 500, 700])
+    eps = torch.randn(x0.shape, generator=g)
+    x_t = task.schedule.add_noise(x0, eps, t)
+    v = task.schedule.alpha_bar(t).sqrt()[:, None, None, None] * eps - (1 - task.schedule.alpha_bar(t)).sqrt()[:, None, None, None] * x0
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = (net(x_t, t, tokens) - v).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_continues_with_the_same_next_step(tmp_path):
+    config = replace(tiny_text_to_image(), steps=3)
+    straight = run_training(TextToImageTask(config), RunOptions(out=tmp_path / "a", progress=False))
+    assert straight["finished"] and straight["step"] == 3
+    first = replace(config, steps=2)
+    part = run_training(TextToImageTask(first), RunOptions(out=tmp_path / "b", progress=False))
+    assert part["step"] == 2
+    with pytest.raises(UserError):  # a folder with a run is not overwritten without --resume
+        run_training(TextToImageTask(config), RunOptions(out=tmp_path / "b", progress=False))
+    resumed = run_training(TextToImageTask(config), RunOptions(out=tmp_path / "b", resume=True, progress=False))
+    assert resumed["step"] == 3 and resumed["steps_this_run"] == 1
+    a, b = load_file(str(tmp_path / "a" / "checkpoint.safetensors")), load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    for key in a:
+        if key.startswith(("module.", "optim.")):
+            assert torch.equal(a[key], b[key]), key
+    lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 3]
+    assert (tmp_path / "b" / "model.safetensors").is_file()
+
+
+def test_multiview_training_exports_a_loadable_teacher(tmp_path):
+    config = replace(tiny_multiview(), steps=2)
+    summary = run_training(MultiViewTask(config), RunOptions(out=tmp_path / "run", export_to=tmp_path / "shipped",
+                                                             progress=False))
+    assert summary["finished"]
+    assert sorted(p.name for p in (tmp_path / "shipped").iterdir()) == ["config.json", "model.safetensors"]
+    teacher = WorldMultiViewTeacher.from_pretrained(tmp_path / "shipped", device="cpu")
+    assert load_file(str(tmp_path / "shipped" / "model.safetensors"))["unet.conv_in.weight"].dtype == torch.float16
+    assert teacher.num_views == 2
+
+
+# ---------------------------------------------------------------------- teachers
+def test_save_load_round_trip_gives_identical_outputs(models):
+    config = tiny_text_to_image()
+    torch.manual_seed(0)
+    net = WorldTextToImageNet(config.net).half().float().eval()  # the fixture saved these weights in float16
+    teacher = WorldTextToImageTeacher.from_pretrained(models["t2i"], device="cpu")
+    x = torch.randn(2, 3, 16, 16)
+    cond = teacher.encode_prompt(["a red torus, side view", "a blue mug"])
+    with torch.no_grad():
+        expected = net.predict(x, torch.tensor([10, 900]), cond.cond)
+    got = teacher._predict(x, torch.tensor([10, 900]), cond.cond)
+    assert torch.equal(got, expected)
+    with pytest.raises(UserError):  # a multi-view folder is not a text-to-image teacher
+        WorldTextToImageTeacher.from_pretrained(models["mv"], device="cpu")
+    with pytest.raises(UserError):
+        WorldTextToImageTeacher.from_pretrained("no-such-model", device="cpu")
+
+
+def _check_denoise(teacher, x_t, t, cond, scale):
+    out = teacher.denoise(x_t, t, cond, guidance_scale=scale)
+    abar = teacher.schedule.alpha_bar(torch.as_tensor(t)).reshape(-1, 1, 1, 1)
+    assert out.x0.shape == x_t.shape and out.eps.shape == x_t.shape
+    assert torch.allclose(abar.sqrt() * out.x0 + (1 - abar).sqrt() * out.eps, x_t, atol=1e-4)
+
+
+def test_teachers_satisfy_the_teacher_interface(models):
+    t2i = WorldTextToImageTeacher.from_pretrained(models["t2i"], device="cpu")
+    assert isinstance(t2i, Teacher) and t2i.latent_channels == 3 and t2i.native_image_size == 16
+    x_t = torch.randn(2, 3, 16, 16)
+    cond = t2i.encode_prompt(["a red torus, front view", "a yellow checkered house, overhead view"])
+    for scale in (1.0, 4.0):
+        _check_denoise(t2i, x_t, torch.tensor([50, 800]), cond, scale)
+
+    mv = WorldMultiViewTeacher.from_pretrained(models["mv"], device="cpu")
+    assert isinstance(mv, Teacher) and mv.num_views == 2
+    cams, _ = sample_multiview_groups(2, 16, mv.config.cameras, torch.Generator().manual_seed(0))
+    inputs, targets = split_groups(cams, 2)
+    mv_cond = mv.encode_condition(torch.rand(2, 32, 32, 3), inputs, targets.resized(32, 32))
+    assert mv_cond.num_views == 2 and mv_cond.input_image.shape == (2, 3, 16, 16)
+    for scale in (1.0, 3.0):
+        _check_denoise(mv, torch.randn(4, 3, 16, 16), 400, mv_cond, scale)
+    noise = torch.randn(4, 3, 16, 16)
+    views = mv.sample(mv_cond, num_steps=2, noise=noise)
+    assert views.shape == (2, 2, 16, 16, 3)
+    assert torch.equal(views, mv.sample(mv_cond, num_steps=2, noise=noise))  # deterministic given the noise
+    with pytest.raises(UserError):
+        mv.encode_prompt(["a red torus"])
+
+
+def test_cli_sample_writes_a_png(models, tmp_path):
+    out = tmp_path / "samples.png"
+    assert main(["teacher", "sample", "--prompt", "a red striped torus, front view", "--teacher", str(models["t2i"]),
+                 "--count", "2", "--steps", "2", "--device", "cpu", "--out", str(out)]) == 0
+    assert Image.open(out).size == (32, 16)
+    assert main(["teacher", "sample", "--prompt", "a red teapot", "--teacher", str(models["t2i"]),
+                 "--device", "cpu", "--out", str(out)]) == 2
+
+
+def test_eval_of_untrained_tiny_teachers_returns_the_metrics(models, tmp_path):
+    classifier = WorldClassifier.from_pretrained(models["classifier"], device="cpu")
+    t2i = WorldTextToImageTeacher.from_pretrained(models["t2i"], device="cpu")
+    metrics = evaluate_text_to_image(t2i, classifier, count=4, num_steps=2, progress=False)
+    for key in ("shape_accuracy", "colour_accuracy", "pattern_accuracy", "bucket_accuracy_front_shapes",
+                "reference_shape_accuracy", "passed"):
+        assert key in metrics
+    assert 0.0 <= metrics["shape_accuracy"] <= 1.0
+    out = tmp_path / "mv.json"
+    assert main(["teacher", "eval", "multiview", "--teacher", str(models["mv"]), "--count", "2", "--steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert {"psnr", "ssim", "psnr_per_view", "passed"} <= set(metrics) and len(metrics["psnr_per_view"]) == 2
