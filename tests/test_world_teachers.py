@@ -13,7 +13,7 @@ from distill3d.cli import main
 from distill3d.diffusion.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
                                                    sample_multiview_groups, split_groups)
 from distill3d.diffusion.teacher import Teacher
-from distill3d.diffusion.train import RunOptions, run_training, save_weights
+from distill3d.diffusion.train import RunOptions, diffusion_loss, run_training, save_weights
 from distill3d.diffusion.train_multiview import MultiViewTask, tiny_config as tiny_multiview
 from distill3d.diffusion.train_text_to_image import TextToImageTask, tiny_config as tiny_text_to_image
 from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet
@@ -22,9 +22,9 @@ from distill3d.diffusion.world_text_encoder import (NULL_TOKEN, TOKEN_ID, TextEn
                                                     object_tokens, tokenize_prompts, tokens_from_labels)
 from distill3d.errors import UserError
 from distill3d.eval.classifier import WorldClassifier, tiny_config as tiny_classifier
-from distill3d.eval.teacher_quality import evaluate_multiview, evaluate_text_to_image
+from distill3d.eval.teacher_quality import evaluate_text_to_image
 from distill3d.run_dir import write_json_atomic
-from distill3d.world import VIEW_BUCKETS, WorldObject, all_objects
+from distill3d.world import VIEW_BUCKETS, all_objects, render_reference, view_bucket_index
 
 
 def _folder(tmp_path, name, net, config, dtype=torch.float16):
@@ -95,6 +95,33 @@ def test_relative_cameras_are_canonical_and_invariant_to_the_world_pose():
 
 
 # ---------------------------------------------------------------------- training
+def test_render_pool_entries_match_their_labels():
+    task = MultiViewTask(tiny_multiview())
+    pool = task.build_pool(torch.device("cpu"))
+    pool.fill(torch.Generator().manual_seed(3), progress=False)
+    objects = all_objects()
+    for i in (0, len(pool) - 1):
+        cams = pool.cameras(torch.tensor([i]), slice(None))
+        again = render_reference(objects[int(pool.object_index[i])], cams, supersample=1).rgb
+        stored = pool.images_float(torch.tensor([i]))[0].permute(0, 2, 3, 1) * 0.5 + 0.5
+        assert (again - stored).abs().max() < 1.0 / 255
+        expected = view_bucket_index(pool.azimuth[i], pool.elevation[i])
+        assert torch.equal(pool.bucket[i], expected)
+
+
+def test_diffusion_loss_is_zero_at_the_target():
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    abar = torch.tensor([0.9, 0.5, 0.01])
+    v = abar.sqrt()[:, None, None, None] * eps - (1 - abar).sqrt()[:, None, None, None] * x0
+    assert diffusion_loss(v, x0, eps, abar, "v_prediction") < 1e-10
+    assert diffusion_loss(eps, x0, eps, abar, "epsilon") < 1e-10
+    # Min-SNR-5 on v: weight min(snr, 5) / (snr + 1)
+    loss = diffusion_loss(v + 1.0, x0, eps, abar, "v_prediction")
+    snr = abar / (1 - abar)
+    assert torch.isclose(loss, (snr.clamp(max=5.0) / (snr + 1)).mean(), atol=1e-5)
+
+
 def test_tiny_text_to_image_teacher_loss_goes_down_on_a_fixed_batch():
     config = tiny_text_to_image()
     task = TextToImageTask(config)

@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     dataset.add_argument("--resume", action="store_true", help="keep finished items in --out and write the rest")
     dataset.add_argument("--views", type=int, default=32, help="frames per multi-view sequence (multiview)")
     dataset.add_argument("--targets", type=int, default=4, help="target views per group (multiview-groups)")
+    dataset.add_argument("--prompt", action="append", dest="prompts", metavar="PROMPT",
+                         help="only this object of the split (repeat for several; default: all of the split)")
     dataset.set_defaults(run=run_dataset)
 
 
@@ -137,10 +139,13 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_dataset(args: argparse.Namespace) -> int:
     from distill3d.data.world_datasets import write_world_dataset
+    from distill3d.world.prompts import parse_prompt
 
     for name in ("count", "resolution", "views", "targets"):
         _positive(name, getattr(args, name))
+    objects = [parse_prompt(p)[0] for p in args.prompts or ()]
     path = write_world_dataset(args.kind, args.out, args.count, split=args.split, resolution=args.resolution,
-                               seed=args.seed, resume=args.resume, views=args.views, targets=args.targets)
+                               seed=args.seed, resume=args.resume, views=args.views, targets=args.targets,
+                               objects=objects or None)
     print(path)
     return 0

@@ -28,13 +28,21 @@ SPLITS = ("train", "heldout")
 class WorldSource:
     """The world's objects of one split, rendered by the exact reference renderer."""
 
-    def __init__(self, split: str = "train", *, supersample: int = 2, device: str | torch.device = "cpu"):
+    def __init__(self, split: str = "train", *, supersample: int = 2, device: str | torch.device = "cpu",
+                 objects: Sequence[WorldObject] | None = None):
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         self.split = split
         self.supersample = int(supersample)
         self.device = torch.device(device)
-        self.items: Sequence[WorldObject] = train_objects() if split == "train" else heldout_objects()
+        available = train_objects() if split == "train" else heldout_objects()
+        if objects:  # a chosen subset of the split, e.g. from --prompt
+            outside = [obj.prompt for obj in objects if obj not in available]
+            if outside:
+                raise UserError(f"not in the {split} split: {', '.join(outside)} "
+                                "('distill3d world list' shows the held-out objects)")
+            available = list(dict.fromkeys(objects))
+        self.items: Sequence[WorldObject] = available
         self.names = [obj.prompt for obj in self.items]
 
     def describe(self) -> dict:
@@ -56,14 +64,15 @@ class WorldSource:
 def write_world_dataset(kind: str, out_dir: Path, count: int, *, split: str = "train", resolution: int = 64,
                         seed: int = 0, resume: bool = False, views: int = 32, targets: int = 4,
                         shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = True,
-                        device: str | torch.device = "cpu") -> Path:
+                        device: str | torch.device = "cpu", objects: Sequence[WorldObject] | None = None) -> Path:
     """Write ``count`` items of ``kind`` ("multiview", "text-image", "multiview-groups") from
     the world's ``split`` ("train" or "heldout") into ``out_dir``; returns ``out_dir``.
 
+    ``objects`` restricts the items to some objects of the split (default: all of it).
     ``views``: frames per multiview item; ``targets``: target views per group. ``resume``
     continues an interrupted run (byte-identical to an uninterrupted one on the same ``device``,
     where the reference renderer runs).
     """
     writer = dataset_kind(kind, views=views, targets=targets)
-    return write_dataset(writer, WorldSource(split, device=device), Path(out_dir), count, resolution=resolution,
+    return write_dataset(writer, WorldSource(split, device=device, objects=objects), Path(out_dir), count, resolution=resolution,
                          seed=seed, shard_size=shard_size, resume=resume, progress=progress)

@@ -31,7 +31,7 @@ class MultiViewTrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cameras: MultiViewGroupCameras = field(default_factory=MultiViewGroupCameras)
     pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(
-        size=4096, entries_per_object=12, objects_per_block=8, refresh_every=50))
+        size=4096, entries_per_object=2, objects_per_block=48, refresh_every=50))
     steps: int = 16000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance

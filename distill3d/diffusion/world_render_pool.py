@@ -1,14 +1,17 @@
 """Training data of the world teachers, rendered on the fly: a pool of reference renders.
 
-The reference renderer traces one object at a time, so its cost is per object call, nearly
-independent of how many views of that object one call traces. The pool therefore renders
-in blocks of a few objects with many views each (``entries_per_object``), keeps ``size``
-entries on the training device (uint8), and re-renders one block every ``refresh_every``
-steps, round robin, so the data keeps changing while the GPU mostly trains.
+The reference renderer traces all views of one shape together, so on a GPU its cost is
+mostly a fixed cost per shape and call (kernel launches), nearly independent of how many
+rays it traces. The pool therefore renders blocks of many entries at once (each block holds
+``objects_per_block`` objects x ``entries_per_object`` entries), keeps ``size`` entries on
+the training device (uint8), and re-renders one block every ``refresh_every`` steps, round
+robin, so the data keeps changing while the GPU mostly trains.
 
 An entry is one view (text-to-image, classifier) or a group of 1 + K views of one object
-(multi-view teacher). Only training objects (``train_objects``) are ever drawn. All
-randomness comes from the generator passed in, so a pool is reproducible from its seed.
+(multi-view teacher). Only training objects (``train_objects``) are ever drawn, in a
+sequence of random permutations, so that every training object is in the pool in about
+equal numbers (no attribute can be guessed from which combinations happen to be present).
+All randomness comes from the generator passed in, so a pool is reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ class ViewCameras:
 
     Elevation is uniform in ``elevation_range`` except for a share ``overhead_fraction`` of
     views uniform in ``overhead_elevation_range`` (teaches the ", overhead view" suffix).
-    Distances 1.5 - 2.0 and fovy 30 - 45 are Consistent3D's (Sec. 5); the range is extended to
-    3.0 so that whole objects (radius up to 0.9) are seen too, as image data sets frame them.
+    Distances 1.5 - 2.0 and fovy 30 - 45 are Consistent3D's (appendix, "Rendering settings"); at
+    1.5 and 30 degrees a world object overflows the frame, so distances extend to 3.0, where
+    whole objects are seen as image data sets frame them.
     """
 
     elevation_range: tuple[float, float] = (-10.0, 60.0)
@@ -62,12 +66,12 @@ class RenderPoolConfig:
     """Size and refresh rate of a render pool (entries = views or multi-view groups)."""
 
     size: int = 16384
-    entries_per_object: int = 64  # entries rendered per object and render call
-    objects_per_block: int = 4  # a block = objects_per_block * entries_per_object entries
+    entries_per_object: int = 4  # entries of one object in a block
+    objects_per_block: int = 64  # a block = objects_per_block * entries_per_object entries
     refresh_every: int = 50  # training steps between two block refreshes (0: never)
     resolution: int = 64
     supersample: int = 2
-    chunk_rays: int = 1 << 20  # rays traced at once per object (GPU memory vs. kernel launches)
+    chunk_rays: int = 1 << 20  # rays traced at once per shape (GPU memory vs. kernel launches)
 
     @property
     def block_size(self) -> int:
@@ -106,6 +110,8 @@ class RenderPool:
         self.bucket = torch.zeros(N, V, dtype=torch.long, device=self.device)
         self.object_index = torch.zeros(N, dtype=torch.long, device=self.device)
         self.next_block = 0
+        self.draws = 0  # objects drawn so far (position in the sequence of permutations)
+        self.object_seed: int | None = None
         self.render_seconds = 0.0
 
     def __len__(self) -> int:
@@ -117,8 +123,7 @@ class RenderPool:
         start = time.perf_counter()
         cfg, V = self.config, self.views
         n = cfg.block_size
-        pick = torch.randint(len(self.objects), (cfg.objects_per_block,), generator=generator)
-        objects = [self.objects[int(i)] for i in pick.repeat_interleave(cfg.entries_per_object)]
+        objects = [o for o in self.next_objects(cfg.objects_per_block, generator) for _ in range(cfg.entries_per_object)]
         cams, params = self.sample_cameras(n, cfg.resolution, generator)
         out = render_reference([o for o in objects for _ in range(V)], cams.to(self.device),
                                supersample=cfg.supersample, chunk_rays=cfg.chunk_rays)
@@ -134,6 +139,18 @@ class RenderPool:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.render_seconds += time.perf_counter() - start
+
+    def next_objects(self, count: int, generator: torch.Generator) -> list[WorldObject]:
+        """The next ``count`` objects of the sequence of random permutations of ``self.objects``."""
+        if self.object_seed is None:
+            self.object_seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+        out = []
+        for _ in range(count):
+            permutation, position = divmod(self.draws, len(self.objects))
+            order = torch.randperm(len(self.objects), generator=torch.Generator().manual_seed(self.object_seed + permutation))
+            out.append(self.objects[int(order[position])])
+            self.draws += 1
+        return out
 
     def fill(self, generator: torch.Generator, progress: bool = True) -> None:
         """Render every block."""
@@ -169,12 +186,15 @@ class RenderPool:
     def state_tensors(self) -> dict[str, Tensor]:
         return {"images": self.images, "c2w": self.c2w, "K": self.K, "azimuth": self.azimuth,
                 "elevation": self.elevation, "bucket": self.bucket, "object_index": self.object_index,
-                "next_block": torch.tensor(self.next_block)}
+                "next_block": torch.tensor(self.next_block), "draws": torch.tensor(self.draws),
+                "object_seed": torch.tensor(-1 if self.object_seed is None else self.object_seed)}
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         for name, value in tensors.items():
-            if name == "next_block":
-                self.next_block = int(value)
+            if name in ("next_block", "draws"):
+                setattr(self, name, int(value))
+            elif name == "object_seed":
+                self.object_seed = None if int(value) < 0 else int(value)
             else:
                 current = getattr(self, name)
                 if current.shape != value.shape:

@@ -7,6 +7,7 @@ images at their cameras, Adam, periodic atomic checkpoints, ``resume``, held-out
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ class FitConfig:
     num_gaussians: int = 20000
     gaussian_lr_scale: float = 1.0           # multiplies the 3DGS learning rates
     # outputs
-    turntable_frames: int = 48
+    turntable_frames: int = 48               # 0: no turntable videos
     turntable_resolution: int = 128
     mesh_resolution: int = 128
 
@@ -161,6 +162,11 @@ def fit(config: FitConfig, out_dir: str | Path, *, resume: bool = False, progres
         "heldout": evaluate(scene, test_images, test_cams, config.background),
         "train": evaluate(scene, train_images[:8], train_cams[:8], config.background),
     }
-    summary["outputs"] = {k: str(v) for k, v in scene.export(run.path, config).items()}
+    run.write_summary(summary)
+    try:
+        summary["outputs"] = {k: str(v) for k, v in scene.export(run.path, config).items()}
+    except UserError as err:  # e.g. a field with no surface yet: the run itself is kept
+        summary["outputs"] = {"error": str(err)}
+        print(f"distill3d: warning: export failed: {err}", file=sys.stderr)
     run.write_summary(summary)
     return summary

@@ -86,7 +86,8 @@ class FitScene:
     def export(self, out_dir: Path, config: "FitConfig", formats: tuple[str, ...] | None = None) -> dict[str, Path]:
         """Write the asset (PLY for Gaussians, GLB for fields) and a turntable (MP4 + GIF)."""
         if formats is None:
-            formats = ("ply", "mp4", "gif") if self.is_gaussians else ("glb", "mp4", "gif")
+            videos = ("mp4", "gif") if config.turntable_frames > 0 else ()
+            formats = ("ply" if self.is_gaussians else "glb",) + videos
         out_dir = Path(out_dir)
         written: dict[str, Path] = {}
         frames = None
@@ -105,7 +106,7 @@ class FitScene:
                 written[fmt] = write_mesh(path, mesh)
             elif fmt in ("mp4", "gif"):
                 if frames is None:
-                    cams = turntable_cameras(config.turntable_frames, resolution=config.turntable_resolution,
+                    cams = turntable_cameras(config.turntable_frames or 48, resolution=config.turntable_resolution,
                                              distance=2.7)
                     frames = render_frames(lambda c: self.render(c.to(self.device), background=1.0), cams)
                 written[fmt] = write_video(path, frames, fps=24)

@@ -12,7 +12,6 @@ deterministic, on whatever device the cameras are.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from distill3d.cameras import Cameras
 from distill3d.render.output import RenderOutput
 from distill3d.world.prompts import WorldObject
-from distill3d.world.shapes import BOUNDING_RADII, OBJECT_RADIUS, object_albedo, object_sdf
+from distill3d.world.shapes import BOUNDING_RADII, OBJECT_RADIUS, SHAPE_SDFS, object_albedo
 
 _LIGHT = (0.55, 0.35, 0.75)
 LIGHT_DIRECTION: tuple[float, float, float] = tuple(v / math.sqrt(sum(w * w for w in _LIGHT)) for v in _LIGHT)
@@ -95,25 +94,26 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
     return albedo * (AMBIENT + (1.0 - AMBIENT) * lambert)
 
 
-def _trace_object(obj: WorldObject, origins: torch.Tensor, dirs: torch.Tensor, max_steps: int,
-                  chunk_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rays [N, 3] -> (hit [N], distance t [N], colour [N, 3], normal [N, 3]); zeros off hits."""
-    sdf = partial(object_sdf, obj)
+def _trace_shape(shape: str, origins: torch.Tensor, dirs: torch.Tensor, max_steps: int,
+                 chunk_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rays [N, 3] against one shape -> (hit [N], distance t [N], normal [N, 3]); zeros off hits.
+
+    Geometry depends on the shape word alone, so all objects of one shape are traced together;
+    their colours are looked up afterwards at the hit points.
+    """
+    sdf = SHAPE_SDFS[shape]
     n = origins.shape[0]
     hit = torch.zeros(n, dtype=torch.bool, device=origins.device)
     t = torch.zeros(n, dtype=origins.dtype, device=origins.device)
-    colour = torch.zeros(n, 3, dtype=origins.dtype, device=origins.device)
-    normal = torch.zeros_like(colour)
+    normal = torch.zeros_like(origins)
     for start in range(0, n, chunk_rays):
         sl = slice(start, min(start + chunk_rays, n))
-        t_c, hit_c = sphere_trace(sdf, origins[sl], dirs[sl], max_steps, BOUNDING_RADII[obj.shape])
+        t_c, hit_c = sphere_trace(sdf, origins[sl], dirs[sl], max_steps, BOUNDING_RADII[shape])
         idx = torch.nonzero(hit_c).squeeze(1) + start
         points = origins[idx] + t_c[idx - start, None] * dirs[idx]
-        normals = sdf_normals(sdf, points)
         hit[sl], t[sl] = hit_c, torch.where(hit_c, t_c, 0.0)
-        normal[idx] = normals
-        colour[idx] = shade(object_albedo(obj, points), normals)
-    return hit, t, colour, normal
+        normal[idx] = sdf_normals(sdf, points)
+    return hit, t, normal
 
 
 def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -144,13 +144,19 @@ def render_reference(objects: WorldObject | Sequence[WorldObject], cameras: Came
     hit = torch.zeros(dirs.shape[:-1], dtype=torch.bool, device=dirs.device)
     t = torch.zeros(dirs.shape[:-1], dtype=dirs.dtype, device=dirs.device)
     colour, normal = torch.zeros_like(dirs), torch.zeros_like(dirs)
+    for shape in dict.fromkeys(o.shape for o in objs):
+        cams = torch.tensor([i for i, o in enumerate(objs) if o.shape == shape], device=dirs.device)
+        size = dirs[cams].shape
+        h, t_s, n_s = _trace_shape(shape, origins[cams].reshape(-1, 3), dirs[cams].reshape(-1, 3),
+                                   max_steps, chunk_rays)
+        hit[cams], t[cams], normal[cams] = h.reshape(size[:-1]), t_s.reshape(size[:-1]), n_s.reshape(size)
     for obj in dict.fromkeys(objs):
         cams = torch.tensor([i for i, o in enumerate(objs) if o == obj], device=dirs.device)
-        shape = dirs[cams].shape
-        h, t_o, c, n = _trace_object(obj, origins[cams].reshape(-1, 3), dirs[cams].reshape(-1, 3),
-                                     max_steps, chunk_rays)
-        hit[cams], t[cams] = h.reshape(shape[:-1]), t_o.reshape(shape[:-1])
-        colour[cams], normal[cams] = c.reshape(shape), n.reshape(shape)
+        sel = torch.zeros(B, dtype=torch.bool, device=dirs.device)
+        sel[cams] = True
+        where = hit & sel[:, None, None]
+        points = origins[where] + t[where][:, None] * dirs[where]
+        colour[where] = shade(object_albedo(obj, points), normal[where])
 
     hits = _pool(hit[..., None].to(dirs.dtype), s)  # [B, H, W, 1] number of hit sub-pixels
     alpha = hits / (s * s)
