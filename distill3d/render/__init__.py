@@ -1,5 +1,11 @@
-"""Renderers: 3D scene + cameras -> images (``RenderOutput``)."""
+"""Renderers: 3D scene + cameras -> images (``RenderOutput``).
+
+- ``render_volume``: emission-absorption volume rendering of any density field (voxels, NeRF).
+- ``render_gaussians``: splatting of 3D Gaussians, through gsplat on CUDA and pure torch elsewhere.
+"""
 
 from distill3d.render.output import RenderOutput
+from distill3d.render.splat import render_gaussians
+from distill3d.render.volume import VolumeRenderExtras, render_volume, render_volume_with_extras
 
-__all__ = ["RenderOutput"]
+__all__ = ["RenderOutput", "VolumeRenderExtras", "render_gaussians", "render_volume", "render_volume_with_extras"]

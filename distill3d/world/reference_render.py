@@ -38,7 +38,10 @@ NORMAL_STEP = 5e-4
 """Finite-difference step of the SDF gradient (tetrahedral stencil)."""
 
 CHUNK_RAYS = 1 << 17
-"""Rays traced at once; bounds memory whatever the batch and resolution."""
+"""Rays traced at once on the CPU; bounds memory whatever the batch and resolution."""
+
+CHUNK_RAYS_CUDA = 1 << 21
+"""Rays traced at once on a GPU, where each marching step costs kernel launches, not arithmetic."""
 
 SdfFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -124,7 +127,7 @@ def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
 
 def render_reference(objects: WorldObject | Sequence[WorldObject], cameras: Cameras, *,
                      supersample: int = 2, background: float | tuple[float, float, float] = 1.0,
-                     max_steps: int = 128, chunk_rays: int = CHUNK_RAYS) -> RenderOutput:
+                     max_steps: int = 128, chunk_rays: int | None = None) -> RenderOutput:
     """Render world objects exactly: rgb [B, H, W, 3], alpha, depth [B, H, W, 1], normal [B, H, W, 3].
 
     ``objects`` is one object for all B cameras or a sequence of B objects. rgb is composited
@@ -139,6 +142,8 @@ def render_reference(objects: WorldObject | Sequence[WorldObject], cameras: Came
     if len(objs) != B:
         raise ValueError(f"{len(objs)} objects for {B} cameras")
     cameras = cameras.to(dtype=torch.float32)
+    if chunk_rays is None:
+        chunk_rays = CHUNK_RAYS_CUDA if cameras.device.type == "cuda" else CHUNK_RAYS
     origins, dirs = cameras.rays(s)  # [B, H*s, W*s, 3]
     cos_forward = (dirs * cameras.forward[:, None, None, :]).sum(-1)  # [B, H*s, W*s]
     hit = torch.zeros(dirs.shape[:-1], dtype=torch.bool, device=dirs.device)
@@ -152,11 +157,11 @@ def render_reference(objects: WorldObject | Sequence[WorldObject], cameras: Came
         hit[cams], t[cams], normal[cams] = h.reshape(size[:-1]), t_s.reshape(size[:-1]), n_s.reshape(size)
     for obj in dict.fromkeys(objs):
         cams = torch.tensor([i for i, o in enumerate(objs) if o == obj], device=dirs.device)
-        sel = torch.zeros(B, dtype=torch.bool, device=dirs.device)
-        sel[cams] = True
-        where = hit & sel[:, None, None]
-        points = origins[where] + t[where][:, None] * dirs[where]
-        colour[where] = shade(object_albedo(obj, points), normal[where])
+        where = hit[cams]  # [n, H*s, W*s] of this object's cameras only
+        points = origins[cams][where] + t[cams][where][:, None] * dirs[cams][where]
+        shaded = torch.zeros_like(dirs[cams])
+        shaded[where] = shade(object_albedo(obj, points), normal[cams][where])
+        colour[cams] = shaded
 
     hits = _pool(hit[..., None].to(dirs.dtype), s)  # [B, H, W, 1] number of hit sub-pixels
     alpha = hits / (s * s)
