@@ -21,14 +21,19 @@ MESH_FORMATS = ("glb", "obj")
 VIDEO_FORMATS = ("mp4", "gif")
 
 
-def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
-    """Write a vertex-coloured mesh as .glb or .obj (by the file's extension)."""
+def _output_path(path: str | Path, formats: tuple[str, ...], what: str) -> tuple[Path, str, Path]:
+    """(path, format from its extension, temporary sibling to write before an atomic rename)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
-    if fmt not in MESH_FORMATS:
-        raise UserError(f"mesh format must be one of {', '.join(MESH_FORMATS)}, got '{fmt}'")
+    if fmt not in formats:
+        raise UserError(f"{what} format must be one of {', '.join(formats)}, got '{fmt}'")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp." + fmt)
+    return path, fmt, path.with_name(path.stem + ".tmp." + fmt)
+
+
+def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
+    """Write a vertex-coloured mesh as .glb or .obj (by the file's extension)."""
+    path, fmt, tmp = _output_path(path, MESH_FORMATS, "mesh")
     mesh.export(str(tmp), file_type=fmt)
     tmp.replace(path)
     return path
@@ -54,12 +59,7 @@ def render_frames(render: Callable[[Cameras], RenderOutput], cameras: Cameras,
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 30) -> Path:
     """Write uint8 frames [N, H, W, 3] as .mp4 (H.264 through imageio-ffmpeg) or .gif."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in VIDEO_FORMATS:
-        raise UserError(f"video format must be one of {', '.join(VIDEO_FORMATS)}, got '{fmt}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp." + fmt)
+    path, fmt, tmp = _output_path(path, VIDEO_FORMATS, "video")
     if fmt == "gif":
         iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     else:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from distill3d.cli import main as cli_main
 from distill3d.errors import UserError
-from distill3d.world import shapes, split
+from distill3d.world import heldout_objects, shapes, split
 from distill3d.world.prompts import WorldObject, all_objects, all_prompts, num_objects, parse_prompt
 from distill3d.world.views import view_bucket, view_bucket_index, view_prompt
 from distill3d.world.vocabulary import (COLOURS, PATTERNS, SECONDARY_COLOURS, SHAPES, SHAPES_WITH_FRONT,
@@ -263,7 +263,19 @@ def test_cli_dataset_calls_the_writer(tmp_path, monkeypatch, capsys):
             "--resolution", "32", "--seed", "7", "--resume", "--views", "8", "--targets", "2"]
     assert cli_main(argv) == 0
     assert calls == [(("multiview-groups", tmp_path, 3), dict(split="heldout", resolution=32, seed=7, resume=True,
-                                                              views=8, targets=2))]
+                                                              views=8, targets=2, objects=None))]
     assert capsys.readouterr().out.strip() == str(tmp_path)
     assert cli_main(["world", "dataset", "multiview", "--out", str(tmp_path), "--count", "0"]) == 2
     assert len(calls) == 1
+    assert cli_main(["world", "dataset", "multiview", "--out", str(tmp_path), "--count", "1",
+                     "--prompt", "a blue cube", "--prompt", "a red torus"]) == 0
+    assert calls[-1][1]["objects"] == [WorldObject("blue", "plain", "cube"), WorldObject("red", "plain", "torus")]
+
+
+def test_world_source_keeps_chosen_objects_inside_their_split():
+    from distill3d.data.world_datasets import WorldSource
+
+    held = heldout_objects()[0]
+    assert WorldSource("heldout", objects=[held, held]).items == [held]
+    with pytest.raises(UserError, match="not in the train split"):
+        WorldSource("train", objects=[held])

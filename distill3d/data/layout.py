@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from PIL import Image
 
 from distill3d.cameras import Cameras
@@ -57,6 +58,27 @@ def item_id(index: int) -> str:
 def item_location(root: Path, index: int, shard_size: int) -> tuple[Path, str]:
     """(shard folder, item id) of item ``index``."""
     return Path(root) / shard_name(index // shard_size), item_id(index)
+
+
+class ItemFolderDataset(Dataset):
+    """Base of the readers whose items are folders (``shard-XXXXX/<id>/``) of a complete data set."""
+
+    kind: str = ""
+
+    def __init__(self, root: Path, *, background: float | None = 1.0):
+        self.root = Path(root)
+        self.meta = read_meta(self.root, self.kind)
+        self.background = background
+
+    def __len__(self) -> int:
+        return self.meta["count"]
+
+    def item_folder(self, index: int) -> Path:
+        """The folder of item ``index`` (IndexError outside the data set)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        shard, item = item_location(self.root, index, self.meta["shard_size"])
+        return shard / item
 
 
 # ---------------------------------------------------------------------- JSON

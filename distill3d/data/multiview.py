@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from torch.utils.data import Dataset
 
 from distill3d.cameras import Cameras, orbit_cameras, sample_orbit_cameras
-from distill3d.data.layout import (CAMERAS_FILE, ITEM_FILE, camera_tensors, dumps_json, encode_rgba_png,
-                                   item_location, read_image, read_json, read_meta, write_cameras)
+from distill3d.data.layout import (CAMERAS_FILE, ITEM_FILE, ItemFolderDataset, camera_tensors, dumps_json,
+                                   encode_rgba_png, read_image, read_json, write_cameras)
 from distill3d.data.shards import ItemPlan, atomic_path
 
 FOVY_DEG = 40.0
@@ -104,7 +103,7 @@ class MultiviewKind:
         pass
 
 
-class MultiviewDataset(Dataset):
+class MultiviewDataset(ItemFolderDataset):
     """Reads a multi-view data set. Each sample is a dict:
 
     images [V, H, W, 4] (colour over ``background``, or straight colour when None; alpha),
@@ -112,19 +111,10 @@ class MultiviewDataset(Dataset):
     prompt (str), name (str), index (int). ``layout.sample_cameras(sample)`` gives ``Cameras``.
     """
 
-    def __init__(self, root: Path, *, background: float | None = 1.0):
-        self.root = Path(root)
-        self.meta = read_meta(self.root, MultiviewKind.kind)
-        self.background = background
-
-    def __len__(self) -> int:
-        return self.meta["count"]
+    kind = MultiviewKind.kind
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        shard, item = item_location(self.root, index, self.meta["shard_size"])
-        folder = shard / item
+        folder = self.item_folder(index)
         record = read_json(folder / ITEM_FILE)
         cams = read_json(folder / CAMERAS_FILE)
         images = torch.stack([read_image(folder / "frames" / frame_name(v), self.background)

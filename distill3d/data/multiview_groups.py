@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from torch.utils.data import Dataset
 
 from distill3d.cameras import Cameras, orbit_cameras
-from distill3d.data.layout import (CAMERAS_FILE, ITEM_FILE, camera_tensors, dumps_json, encode_rgba_png,
-                                   item_location, read_image, read_json, read_meta, write_cameras)
+from distill3d.data.layout import (CAMERAS_FILE, ITEM_FILE, ItemFolderDataset, camera_tensors, dumps_json,
+                                   encode_rgba_png, read_image, read_json, write_cameras)
 from distill3d.data.multiview import FOVY_DEG, FRAMING_DISTANCE
 from distill3d.data.shards import ItemPlan, atomic_path
 
@@ -96,7 +95,7 @@ class MultiviewGroupsKind:
         pass
 
 
-class MultiviewGroupsDataset(Dataset):
+class MultiviewGroupsDataset(ItemFolderDataset):
     """Reads a multi-view groups data set. Each sample is a dict:
 
     input [H, W, 4], targets [K, H, W, 4] (colour over ``background``, or straight colour when
@@ -104,20 +103,14 @@ class MultiviewGroupsDataset(Dataset):
     elevation / azimuth / distance / fovy [1+K], prompt, name (str), index (int).
     """
 
+    kind = MultiviewGroupsKind.kind
+
     def __init__(self, root: Path, *, background: float | None = 1.0):
-        self.root = Path(root)
-        self.meta = read_meta(self.root, MultiviewGroupsKind.kind)
-        self.background = background
+        super().__init__(root, background=background)
         self.targets = self.meta["options"]["cameras"]["targets"]
 
-    def __len__(self) -> int:
-        return self.meta["count"]
-
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        shard, item = item_location(self.root, index, self.meta["shard_size"])
-        folder = shard / item
+        folder = self.item_folder(index)
         record = read_json(folder / ITEM_FILE)
         return {"input": read_image(folder / INPUT_FILE, self.background),
                 "targets": torch.stack([read_image(folder / target_name(k), self.background)
