@@ -1,0 +1,173 @@
+"""Consistency Distillation Sampling (Consistent3D, Sec. 4.2, Eq. 10-12, Algorithm 1).
+
+Everything is in the teacher's space, sigma ("EDM") form: with x = teacher.encode_images(images)
+(the render x_pi, differentiable) and ONE fixed noise eps* drawn once per run,
+
+    x_t1     = x + sigma_t1 eps*                                        (Eq. 10, 16)
+    x_hat_t2 = x_t1 + (sigma_t2 - sigma_t1) / sigma_t1 (x_t1 - D(x_t1, t1, y))   (Eq. 11)
+    L        = E_pi[ lambda(t2) || D(x_t1, t1, y) - sg(D(x_hat_t2, t2, y)) ||^2 ]  (Eq. 10)
+
+The teacher is queried at ``sqrt(abar_t) * x_sigma`` (its VP input); D is its x0 estimate,
+the same in both forms. t2 follows Eq. 12 and t1 ~ U[t2 + delta, t2 + Delta] per view.
+
+Gradient produced (the U-Net Jacobian skipped, "we follow Poole et al. and reparameterize the
+first component in Eq. 10 to skip the CDS gradient directly to x_pi", Sec. 4.2; the 2 of the
+square is absorbed in lambda, as DreamFusion absorbs it in w(t)):
+
+    grad_b = lambda_b (D(x_t1) - D(x_hat_t2))      [B, C, h, w], detached
+    loss   = 0.5 sum_b ||x_b - sg(x_b - grad_b)||^2 / B,   so d loss / d x_b = grad_b / B,
+
+i.e. exactly the gradient of ``0.5 * mean_b lambda_b ||D(x_t1) - sg(D(x_hat_t2))||^2`` with
+dD(x_t1)/dx taken as the identity (E_pi over the B views is a mean).
+
+lambda(t2): the paper calls it "the loss weight" and never gives it ("λ(t) denotes the loss
+weight", Sec. 3). We choose ``lambda(t) = w(t) / sigma_t2`` with DreamFusion's
+w(t) = 1 - abar_t, which puts the gradient in DreamFusion's eps units:
+D(x_t1) - D(x_hat_t2) = sigma_t2 (eps_hat(x_hat_t2, t2) - eps_hat(x_t1, t1)), so with
+weight_by="t1" the gradient equals the one in the authors' public code, and the default weight_by="t2" evaluates w at
+t2 as Eq. 10 writes. ``weighting="uniform"`` drops w (lambda = 1 / sigma_t2).
+
+Paper defaults versus the authors' public code (the code's choice is an option):
+- lambda evaluated at t2 (``weight_by="t2"``) vs. at t1 (``"t1"``);
+- CFG ``uncond + s (cond - uncond)`` (``cfg_form="standard"``) vs. ``cond + s (cond - uncond)``;
+- one noise slice per view (the fixed eps* is [B, C, h, w]) vs. one slice shared by all views
+  (``share_noise_across_views``).
+
+Ablations of Sec. 5.4 (``t_sampling``, ``fixed_noise``):
+(a) "random": "a random time step schedule in DreamFusion": t2 ~ U[t_min, t_max] every step
+    (per view), t1 ~ U[t2 + delta, t2 + Delta] as in CDS;
+(b) "predetermined": "a predetermined time step schedule from Consistency Distillation": t2 by
+    Eq. 12 and t1 = t2 + (delta + Delta) / 2, a fixed gap (the mean of CDS's t1) with no
+    randomness, since the paper contrasts it with "the random sampled time step t1";
+(c) fixed_noise=False: "varied random noise in each iteration", eps drawn afresh per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from distill3d.diffusion.guidance_cfg import CfgForm, standard_scale
+from distill3d.diffusion.parameterization import broadcast_like, sigma_space_to_vp
+from distill3d.diffusion.samplers import euler_sigma_step
+from distill3d.diffusion.teacher import Teacher
+from distill3d.guidance.timestep_schedules import (
+    linear_anneal,
+    sqrt_schedule,
+    step_generator,
+    to_timestep,
+    uniform,
+)
+
+TimestepSampling = Literal["cds", "random", "predetermined"]
+CdsWeighting = Literal["one_minus_alpha_bar", "uniform"]
+
+
+@dataclass
+class CDSConfig:
+    """Consistent3D's CDS settings; defaults are the coarse (NeRF) stage of Sec. 4.3."""
+
+    t_max: float = 0.7  # Sec. 4.3 coarse stage (refinement stage: 0.5)
+    t_min: float = 0.1  # Sec. 4.3 coarse stage (refinement stage: 0.02)
+    delta: float = 0.1  # Sec. 4.3: t1 - t2 >= delta (both stages)
+    Delta: float = 0.2  # Sec. 4.3 coarse stage: t1 - t2 <= Delta (refinement stage: 0.1)
+    total_steps: int = 10000  # N of Eq. 12 (the run length)
+    cfg_start: float = 50.0  # Sec. B.1: CFG decreased linearly from 50 ...
+    cfg_end: float = 20.0  # ... to 20 over training
+    cfg_form: CfgForm = "standard"  # paper: uncond + s (cond - uncond); "code": cond + s (cond - uncond)
+    weighting: CdsWeighting = "one_minus_alpha_bar"  # w in lambda = w / sigma_t2 (module docstring)
+    weight_by: Literal["t2", "t1"] = "t2"  # Eq. 10 writes lambda(t2); the public code weights by t1
+    t_sampling: TimestepSampling = "cds"  # Eq. 12 + random t1; "random" = ablation (a), "predetermined" = (b)
+    fixed_noise: bool = True  # Algorithm 1: one eps* for the run; False = ablation (c)
+    share_noise_across_views: bool = False  # public code: one noise slice repeated over the batch
+    seed: int = 0  # fixed noise from seed; t1 (and fresh noise) from (seed, step)
+
+
+class CDSLoss:
+    """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)``.
+
+    Holds only the run's fixed noise eps* [B, C, h, w] (or [1, C, h, w] when shared), drawn
+    lazily at the first call from a generator seeded with ``config.seed``.
+    """
+
+    def __init__(self, config: CDSConfig | None = None):
+        self.config = config or CDSConfig()
+        self.fixed_noise_tensor: Tensor | None = None
+
+    def guidance_scale(self, step: int) -> float:
+        """CFG at ``step``, linear from cfg_start to cfg_end (Sec. B.1), in ``cfg_form``."""
+        c = self.config
+        return linear_anneal(c.cfg_start, c.cfg_end, step, c.total_steps)
+
+    def sample_timesteps(self, step: int, batch: int) -> tuple[Tensor, Tensor]:
+        """(t1, t2), each [batch] float64 fractions of T, for iteration ``step``."""
+        c = self.config
+        generator = step_generator(c.seed, step, stream=0)
+        if c.t_sampling == "random":
+            t2 = uniform(c.t_min, c.t_max, batch, generator)
+        elif c.t_sampling in ("cds", "predetermined"):
+            t2 = torch.full((batch,), sqrt_schedule(c.t_max, c.t_min, step, c.total_steps), dtype=torch.float64)
+        else:
+            raise ValueError(f"unknown t_sampling {c.t_sampling!r}; expected 'cds', 'random' or 'predetermined'")
+        if c.t_sampling == "predetermined":
+            t1 = t2 + 0.5 * (c.delta + c.Delta)
+        else:
+            t1 = t2 + uniform(c.delta, c.Delta, batch, generator)  # t1 ~ U[t2 + delta, t2 + Delta]
+        return t1, t2
+
+    def noise(self, shape: tuple[int, ...], step: int) -> Tensor:
+        """eps* [B, C, h, w] (CPU float32): the run's fixed noise, or fresh noise for ablation (c)."""
+        c = self.config
+        batch = shape[0]
+        draw_shape = (1, *shape[1:]) if c.share_noise_across_views else tuple(shape)
+        if not c.fixed_noise:
+            eps = torch.randn(draw_shape, generator=step_generator(c.seed, step, stream=1))
+        else:
+            if self.fixed_noise_tensor is None:
+                generator = torch.Generator().manual_seed(c.seed)
+                self.fixed_noise_tensor = torch.randn(draw_shape, generator=generator)
+            eps = self.fixed_noise_tensor
+            if tuple(eps.shape) != draw_shape:
+                raise ValueError(
+                    f"CDS fixes its noise at the first call ({tuple(eps.shape)}); got a batch of shape {tuple(shape)}"
+                )
+        return eps.expand(batch, *shape[1:])
+
+    def __call__(self, images: Tensor, teacher: Teacher, cond: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        """CDS loss whose gradient w.r.t. x = encode_images(images) is lambda (D(x_t1) - D(x_hat_t2)) / B."""
+        c = self.config
+        x = teacher.encode_images(images).float()  # x_pi [B, C, h, w], differentiable
+        batch = x.shape[0]
+        schedule = teacher.schedule
+        T = schedule.num_train_timesteps
+        t1_frac, t2_frac = self.sample_timesteps(step, batch)
+        t1 = to_timestep(t1_frac, T).to(x.device)
+        t2 = to_timestep(t2_frac, T).to(x.device)
+        abar1, abar2 = schedule.alpha_bar(t1), schedule.alpha_bar(t2)
+        sigma1, sigma2 = schedule.sigma(t1), schedule.sigma(t2)
+        cfg = self.guidance_scale(step)
+        scale = standard_scale(cfg, c.cfg_form)
+        eps = self.noise(tuple(x.shape), step).to(x.device)
+        with torch.no_grad():
+            x_t1 = x.detach() + broadcast_like(sigma1, x) * eps  # Eq. 10: x_t1 = x_pi + sigma_t1 eps*
+            d1 = teacher.denoise(sigma_space_to_vp(x_t1, abar1), t1, cond, scale).x0.float()
+            x_hat_t2 = euler_sigma_step(x_t1, d1, sigma1, sigma2)  # Eq. 11
+            d2 = teacher.denoise(sigma_space_to_vp(x_hat_t2, abar2), t2, cond, scale).x0.float()
+            weight_abar = abar2 if c.weight_by == "t2" else abar1
+            w = (1 - weight_abar) if c.weighting == "one_minus_alpha_bar" else torch.ones_like(weight_abar)
+            lam = w / sigma2  # lambda (module docstring)
+            grad = torch.nan_to_num(broadcast_like(lam, x) * (d1 - d2))
+        target = (x - grad).detach()
+        loss = 0.5 * (x - target).square().sum() / batch
+        stats = {
+            "loss": float(loss.detach()),
+            "t1": float(t1_frac.mean()),
+            "t2": float(t2_frac.mean()),
+            "cfg": float(cfg),
+            "lambda": float(lam.mean()),
+            "grad_norm": float(grad.norm()),
+        }
+        return loss, stats
