@@ -137,8 +137,7 @@ def fit(config: FitConfig, out_dir: str | Path, *, resume: bool = False, progres
     while step < config.steps:
         idx = torch.randperm(len(cams_dev), generator=generator)[:config.views_per_step].to(device)
         target = images_dev[idx]
-        out = scene.render(Cameras(cams_dev.c2w[idx], cams_dev.K[idx], cams_dev.width, cams_dev.height),
-                           background=config.background, train=True)
+        out = scene.render(cams_dev[idx], background=config.background, train=True)
         loss = torch.nn.functional.mse_loss(out.rgb, target[..., :3]) \
             + config.alpha_weight * torch.nn.functional.mse_loss(out.alpha, target[..., 3:])
         optimizer.zero_grad(set_to_none=True)
