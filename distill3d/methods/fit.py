@@ -23,6 +23,7 @@ from distill3d.errors import UserError
 from distill3d.eval.metrics import mask_iou, psnr, ssim
 from distill3d.methods.fit_scenes import REPRESENTATIONS, FitScene, build_fit_scene, scene_for_checkpoint
 from distill3d.run_dir import RunDir
+from distill3d.scene.mesh_extraction import DEFAULT_DENSITY_THRESHOLD
 
 Representation = Literal["voxels", "nerf", "gaussians"]
 
@@ -58,6 +59,7 @@ class FitConfig:
     turntable_frames: int = 48               # 0: no turntable videos
     turntable_resolution: int = 128
     mesh_resolution: int = 128
+    mesh_threshold: float = DEFAULT_DENSITY_THRESHOLD  # density level of the exported surface
 
     def __post_init__(self) -> None:
         if self.representation not in REPRESENTATIONS:

@@ -102,7 +102,8 @@ class FitScene:
                 if self.is_gaussians:
                     raise UserError("a Gaussians run exports as --format ply (meshes come from density fields)")
                 with torch.no_grad():
-                    mesh = extract_mesh(self.module, resolution=config.mesh_resolution)
+                    mesh = extract_mesh(self.module, resolution=config.mesh_resolution,
+                                        threshold=config.mesh_threshold)
                 written[fmt] = write_mesh(path, mesh)
             elif fmt in ("mp4", "gif"):
                 if frames is None:

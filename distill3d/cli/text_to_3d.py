@@ -1,0 +1,35 @@
+"""``distill3d text-to-3d PROMPT --out RUN_DIR``: Consistent3D (CDS) or SDS distillation into a NeRF or Gaussians."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distill3d.cli.dataclass_args import add_config_options, config_from_args
+
+
+def register(commands) -> None:
+    from distill3d.methods.consistent3d import Consistent3DConfig
+
+    p = commands.add_parser("text-to-3d", help="distil a text prompt into a NeRF (mesh) or 3D Gaussians",
+                            description="Consistent3D text-to-3D (coarse stage): CDS or SDS guidance from the "
+                                        "world teacher or a Stable Diffusion folder; writes config.json, "
+                                        "checkpoints, summary.json, the asset (mesh.glb or gaussians.ply) and "
+                                        "a turntable into --out.")
+    p.add_argument("prompt", help='e.g. "a red striped torus" (views are added per camera)')
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_config_options(p, Consistent3DConfig)
+    p.set_defaults(run=_run)
+
+
+def _run(args) -> int:
+    from distill3d.methods.consistent3d import Consistent3DConfig, check_prompt, text_to_3d
+
+    config = config_from_args(Consistent3DConfig, args)
+    check_prompt(args.prompt, config.teacher)  # fail fast, before loading anything
+    summary = text_to_3d(args.prompt, config, args.out, resume=args.resume)
+    print(json.dumps({k: summary[k] for k in ("prompt", "steps", "seconds", "final_loss")}, indent=2))
+    for kind, path in summary.get("outputs", {}).items():
+        print(f"{kind}: {path}")
+    return 0
