@@ -9,10 +9,10 @@ field and the hash-grid NeRF that ``distill3d fit`` uses, at 64x64 and 256x256, 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from bench_report import report
 
 from distill3d.cameras import sample_orbit_cameras
 from distill3d.render.volume import render_volume
@@ -57,10 +57,7 @@ def main() -> None:
         for resolution in (64, 256) if gpu else (64,):
             seconds = time_fwd_bwd(field, resolution, args.device, 5 if gpu else 1)
             result[f"{name}_{resolution}_ms"] = round(1000 * seconds, 2)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

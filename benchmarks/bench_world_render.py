@@ -10,10 +10,10 @@ the default) after one warm-up call, and reports images per second.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from bench_report import report
 
 from distill3d.cameras import sample_orbit_cameras
 from distill3d.world import train_objects, render_reference
@@ -48,10 +48,7 @@ def main() -> None:
     for resolution, batch, repeats in plan:
         result[f"renders_per_s_{resolution}"] = round(renders_per_second(resolution, batch, repeats, args.device), 2)
         result[f"batch_{resolution}"] = batch
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ devices and reports the largest and mean absolute differences of rgb, alpha and 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from bench_report import report
 
 from distill3d.cameras import sample_orbit_cameras
 from distill3d.world import all_objects, render_reference
@@ -33,10 +33,7 @@ def main() -> None:
         diff = (getattr(cpu, name) - getattr(gpu, name)).abs()
         result[f"{name}_max_abs_diff"] = diff.max().item()
         result[f"{name}_mean_abs_diff"] = diff.mean().item()
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

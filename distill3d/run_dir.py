@@ -32,6 +32,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: Path,
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -114,10 +124,8 @@ class RunDir:
         for key, value in (extra_tensors or {}).items():
             tensors[f"extra.{key}"] = value.detach().contiguous().cpu()
         tensors["rng.torch"] = torch.get_rng_state()
-        tmp = self.checkpoint_path.with_name(CHECKPOINT_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"distill3d": json.dumps(meta, default=_json_default)})
-        os.replace(tmp, self.checkpoint_path)
-        return self.checkpoint_path
+        return save_safetensors_atomic(tensors, self.checkpoint_path,
+                                       {"distill3d": json.dumps(meta, default=_json_default)})
 
     def load_checkpoint(self, modules: dict[str, torch.nn.Module],
                         optimizers: dict[str, torch.optim.Optimizer] | None = None,

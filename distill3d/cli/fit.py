@@ -42,7 +42,8 @@ def _run_fit(args) -> int:
 
 
 def _run_export(args) -> int:
-    from distill3d.methods.fit import FitConfig, resolve_device
+    from distill3d.devices import pick_device
+    from distill3d.methods.fit import FitConfig
     from distill3d.methods.fit_scenes import scene_for_checkpoint
     from distill3d.run_dir import RunDir
 
@@ -50,7 +51,7 @@ def _run_export(args) -> int:
     config = FitConfig(**run.read_config())
     if not run.has_checkpoint():
         raise UserError(f"{run.path} has no checkpoint yet; nothing to export")
-    device = resolve_device("auto")  # a run made on a GPU exports on a CPU too
+    device = pick_device()  # a run made on a GPU exports on a CPU too
     scene = scene_for_checkpoint(config, run, device)
     run.load_checkpoint(scene.modules(), device=device)
     for fmt, path in scene.export(run.path, config, tuple(args.formats)).items():

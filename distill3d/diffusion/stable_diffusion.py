@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from distill3d.devices import pick_device
 from distill3d.diffusion.schedule import NoiseSchedule
 from distill3d.diffusion.teacher import DenoiseOutput, TextCond, denoise_with_network
 from distill3d.errors import UserError
@@ -111,7 +112,7 @@ class StableDiffusionTeacher:
 
         path = Path(path).expanduser()
         variants = check_stable_diffusion_folder(path)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = pick_device(device)
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         common = dict(local_files_only=True, use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(

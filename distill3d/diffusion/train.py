@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -36,7 +36,7 @@ from distill3d.diffusion.model_folder import WEIGHTS_FILE, resolve_model_folder
 from distill3d.diffusion.parameterization import v_from_x0_eps
 from distill3d.diffusion.world_render_pool import RenderPool
 from distill3d.errors import UserError
-from distill3d.run_dir import CONFIG_NAME, RunDir
+from distill3d.run_dir import CONFIG_NAME, RunDir, save_safetensors_atomic
 
 WEIGHTS_NAME = WEIGHTS_FILE
 LOG_NAME = "log.jsonl"
@@ -169,11 +169,7 @@ def save_weights(module: nn.Module, path: Path, dtype: torch.dtype, metadata: di
     """Write a module's state dict as safetensors (floating tensors in ``dtype``), atomically."""
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in module.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors_atomic(tensors, path, metadata)
 
 
 def load_weights(module: nn.Module, path: Path) -> dict[str, str]:
@@ -211,9 +207,7 @@ def _pool_path(run: RunDir, rank: int) -> Path:
 def _save_pool(path: Path, step: int, pool: RenderPool, generators: Generators) -> None:
     tensors = {f"pool.{k}": v.detach().contiguous().cpu() for k, v in pool.state_tensors().items()}
     tensors.update({f"generator.{k}": v for k, v in generators.state_tensors().items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step)})
-    os.replace(tmp, path)
+    save_safetensors_atomic(tensors, path, {"step": str(step)})
 
 
 def _load_pool(path: Path, step: int, pool: RenderPool, generators: Generators) -> bool:

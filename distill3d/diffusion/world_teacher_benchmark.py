@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from distill3d.devices import pick_device
 from distill3d.diffusion.train import Generators
 from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet, count_parameters
 
@@ -155,7 +156,7 @@ def benchmark_classifier(tiny: bool, device: torch.device) -> dict:
 
 def run_benchmark(tiny: bool = False, device: torch.device | str | None = None) -> dict:
     """All timings as one JSON-ready dict."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

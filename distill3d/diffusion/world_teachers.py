@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill3d.cameras import Cameras
+from distill3d.devices import pick_device
 from distill3d.diffusion.guidance_cfg import apply_cfg
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.multiview_cameras import multiview_rays
@@ -39,10 +40,6 @@ from distill3d.errors import UserError
 
 DEFAULT_TEXT_TO_IMAGE = "world-text-to-image"
 DEFAULT_MULTIVIEW = "world-multiview"
-
-
-def _pick_device(device: torch.device | str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -69,7 +66,7 @@ class WorldTextToImageTeacher(PixelTeacher):
 
     def __init__(self, net: WorldTextToImageNet, config: TextToImageTrainConfig,
                  device: torch.device | str | None = None, autocast: bool = True):
-        device = _pick_device(device)
+        device = pick_device(device)
         self.net = _frozen(net, device)
         self.config = config
         self.autocast = autocast
@@ -136,7 +133,7 @@ class WorldMultiViewTeacher:
 
     def __init__(self, net: WorldMultiViewNet, config: MultiViewTrainConfig,
                  device: torch.device | str | None = None, autocast: bool = True):
-        self.device = _pick_device(device)
+        self.device = pick_device(device)
         self.net = _frozen(net, self.device)
         self.config = config
         self.autocast = autocast

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill3d.devices import pick_device
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.train import Generators, OptimConfig, load_weights
 from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras
@@ -89,7 +90,7 @@ class WorldClassifier(nn.Module):
         config = config_from_dict(ClassifierTrainConfig, raw)
         model = cls(config.net)
         load_weights(model, folder / WEIGHTS_FILE)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = pick_device(device)
         return model.to(device).eval().requires_grad_(False)
 
     @property

@@ -26,10 +26,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distill3d.cameras import Cameras, orbit_cameras
+from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.guidance.timestep_schedules import linear_anneal
-from distill3d.methods.fit import resolve_device
 from distill3d.methods.fit_scenes import FitScene, build_fit_scene, scene_for_checkpoint
 from distill3d.render.volume import render_volume_with_extras
 from distill3d.run_dir import RunDir
@@ -238,7 +238,7 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
                progress: bool = True) -> dict:
     """Distil ``prompt`` into a 3D asset in ``out_dir``; returns the summary (also summary.json)."""
     object_prompt = check_prompt(prompt, config.teacher)  # before any work or folder
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     teacher = load_teacher(config.teacher, device)
     run = RunDir(out_dir)
     run.prepare(config, resume=resume)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from distill3d.cameras import Cameras
 from distill3d.data.layout import sample_cameras
 from distill3d.data.multiview import MultiviewDataset
+from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.eval.metrics import mask_iou, psnr, ssim
 from distill3d.methods.fit_scenes import REPRESENTATIONS, FitScene, build_fit_scene, scene_for_checkpoint
@@ -70,14 +71,6 @@ class FitConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def load_views(config: FitConfig) -> tuple[torch.Tensor, Cameras, torch.Tensor, Cameras, str]:
     """Training and held-out RGBA images [V, H, W, 4] with their cameras, and the item's prompt/name."""
     data = Path(config.data)
@@ -119,7 +112,7 @@ def fit(config: FitConfig, out_dir: str | Path, *, resume: bool = False, progres
     run = RunDir(out_dir)
     train_images, train_cams, test_images, test_cams, label = load_views(config)
     run.prepare(config, resume=resume)
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     resuming = resume and run.has_checkpoint()
     scene = scene_for_checkpoint(config, run, device) if resuming else build_fit_scene(config, device)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 REPRESENTATIONS = ("voxels", "nerf", "gaussians")
 EXPORT_FORMATS = ("ply", "glb", "obj", "mp4", "gif")
+EXPORT_STEMS = {"ply": "gaussians", "glb": "mesh", "obj": "mesh"}  # file names of assets; videos: turntable
 
 
 class GaussianParameters(nn.Module):
@@ -92,7 +93,7 @@ class FitScene:
         written: dict[str, Path] = {}
         frames = None
         for fmt in formats:
-            path = out_dir / f"{'gaussians' if fmt == 'ply' else 'mesh' if fmt in ('glb', 'obj') else 'turntable'}.{fmt}"
+            path = out_dir / f"{EXPORT_STEMS.get(fmt, 'turntable')}.{fmt}"
             if fmt == "ply":
                 if not self.is_gaussians:
                     raise UserError(f"a {self.representation} run has no Gaussians to write as PLY; "
