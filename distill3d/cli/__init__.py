@@ -12,13 +12,14 @@ import sys
 from distill3d import __version__
 from distill3d.cli import data as data_cli
 from distill3d.cli import demo as demo_cli
+from distill3d.cli import eval as eval_cli
 from distill3d.cli import fit as fit_cli
 from distill3d.cli import teacher as teacher_cli
 from distill3d.cli import text_to_3d as text_to_3d_cli
 from distill3d.cli import world as world_cli
 from distill3d.errors import UserError
 
-TOPICS = (demo_cli, world_cli, data_cli, fit_cli, teacher_cli, text_to_3d_cli)
+TOPICS = (demo_cli, world_cli, data_cli, fit_cli, teacher_cli, text_to_3d_cli, eval_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,14 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _optional_of(hint: Any) -> Any:
+    """``T`` for a hint ``T | None`` (else None)."""
+    args = get_args(hint)
+    if len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
 def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, skip: set[str] = frozenset(),
                        title: str | None = None) -> None:
     hints = typing.get_type_hints(config_type)
@@ -34,6 +42,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, sk
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif hint in (int, float, str):
             kwargs.update(type=hint)
+        elif _optional_of(hint) in (int, float, str):
+            kwargs.update(type=_optional_of(hint))
         else:
             continue  # tuples and nested configs stay at their defaults
         group.add_argument(_option(field.name), **kwargs)

@@ -27,10 +27,13 @@ from tqdm.auto import tqdm
 
 from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.devices import pick_device
+from distill3d.diffusion.guidance_cfg import CfgForm
 from distill3d.errors import UserError
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
+from distill3d.guidance.cds import TimestepSampling
 from distill3d.guidance.timestep_schedules import linear_anneal
 from distill3d.methods.fit_scenes import FitScene, build_fit_scene, scene_for_checkpoint
+from distill3d.methods.step_timer import StepTimer
 from distill3d.render.volume import render_volume_with_extras
 from distill3d.run_dir import RunDir
 from distill3d.world import AMBIENT, VIEW_BUCKETS, parse_prompt, view_bucket_index, view_suffix
@@ -39,6 +42,10 @@ Representation = Literal["nerf", "gaussians"]
 Guidance = Literal["cds", "sds"]
 WORLD_TEACHER = "world"
 NUM_AZIMUTH_PARTS = 4  # Consistent3D Sec. B.1: azimuth range split into 4 parts (anti-Janus)
+DEFAULT_STEPS = {"nerf": 10000, "gaussians": 2000}
+"""Run length N when not given: threestudio's coarse-stage length for the NeRF; for Gaussians our
+choice for the world's 64x64 teacher, which keeps a default run near 2 minutes on one H100
+(benchmarks/RESULTS.md). The paper gives no step count for its Gaussians variant (~15 min)."""
 
 
 @dataclass
@@ -48,7 +55,7 @@ class Consistent3DConfig:
     representation: Representation = "nerf"  # Sec. 4.3 coarse NeRF; "gaussians" = the 3DGS variant (Sec. B.3)
     guidance: Guidance = "cds"               # "sds": DreamFusion baseline
     teacher: str = WORLD_TEACHER             # "world" (shipped 64x64 teacher) or a model / diffusers folder
-    steps: int = 10000                       # N (Eq. 12); threestudio coarse-stage length
+    steps: int | None = None                 # N (Eq. 12); None: DEFAULT_STEPS of the representation
     seed: int = 0
     device: str = "auto"
     # cameras (Sec. B.1; elevation as threestudio's random-camera default)
@@ -67,6 +74,12 @@ class Consistent3DConfig:
     Delta: float = 0.2
     cfg_start: float = 50.0                  # Sec. B.1: CFG 50 -> 20, linear
     cfg_end: float = 20.0
+    # the paper's ablations (Sec. 4.4) and the public code's choices (see guidance/cds.py)
+    t_sampling: TimestepSampling = "cds"     # Eq. 12; "random" = ablation (a), "predetermined" = (b)
+    fixed_noise: bool = True                 # Algorithm 1: one eps* per run; off = ablation (c)
+    cfg_form: CfgForm = "standard"           # Eq. 7 form; "code" = cond + s (cond - uncond)
+    weight_by: Literal["t2", "t1"] = "t2"    # Eq. 10 lambda(t2); the public code weights by t1
+    share_noise_across_views: bool = False   # public code: one noise image for all views
     sds_guidance_scale: float = 100.0        # DreamFusion Sec. 3 (only with --guidance sds)
     # shading augmentation (Magic3D / DreamFusion): albedo * (ambient + (1 - ambient) max(0, n.l))
     shaded_share: float = 0.8                # Sec. B.1 shading ablation: 80% shaded, 20% colour
@@ -88,6 +101,7 @@ class Consistent3DConfig:
     hash_max_resolution: int = 4096
     num_gaussians: int = 20000               # our choice
     # outputs
+    profile: bool = False                    # synchronise each step to split its time (render / teacher / backward)
     checkpoint_every: int = 500
     turntable_frames: int = 48
     turntable_resolution: int = 128
@@ -99,6 +113,8 @@ class Consistent3DConfig:
             raise UserError(f"unknown representation '{self.representation}'; choose nerf or gaussians")
         if self.guidance not in ("cds", "sds"):
             raise UserError(f"unknown guidance '{self.guidance}'; choose cds or sds")
+        if self.steps is None:
+            self.steps = DEFAULT_STEPS[self.representation]
         for name in ("steps", "cameras_per_step", "resolution", "checkpoint_every", "num_samples", "num_gaussians"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -208,8 +224,11 @@ def build_guidance(config: Consistent3DConfig) -> CDSLoss | SDSLoss:
     if config.guidance == "cds":
         return CDSLoss(CDSConfig(t_max=config.t_max, t_min=config.t_min, delta=config.delta, Delta=config.Delta,
                                  total_steps=config.steps, cfg_start=config.cfg_start, cfg_end=config.cfg_end,
-                                 seed=config.seed))
-    return SDSLoss(SDSConfig(guidance_scale=config.sds_guidance_scale, total_steps=config.steps, seed=config.seed))
+                                 cfg_form=config.cfg_form, weight_by=config.weight_by,
+                                 t_sampling=config.t_sampling, fixed_noise=config.fixed_noise,
+                                 share_noise_across_views=config.share_noise_across_views, seed=config.seed))
+    return SDSLoss(SDSConfig(guidance_scale=config.sds_guidance_scale, total_steps=config.steps,
+                             cfg_form=config.cfg_form, seed=config.seed))
 
 
 def render_for_guidance(scene: FitScene, config: Consistent3DConfig, cameras: Cameras, step: int,
@@ -260,12 +279,16 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter() - elapsed
     stats: dict[str, float] = {}
+    timer = StepTimer(device, config.profile)
     while step < config.steps:
+        timer.start()
         cameras, params = sample_quadrant_cameras(config, generator)
         cameras = cameras.to(device)
         images, terms = render_for_guidance(scene, config, cameras, step, generator)
+        timer.lap("render")
         cond = conds.select(params["bucket"].to(device))
         loss, stats = guidance(images, teacher, cond, step)
+        timer.lap("teacher")
         if terms:
             loss = loss + orientation_weight(config, step) * terms["orient"] \
                 + config.normal_smooth_weight * terms["normal_smooth"]
@@ -273,6 +296,7 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        timer.lap("backward")
         step += 1
         loss_value = float(loss.detach())
         bar.update(1)
@@ -288,6 +312,8 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
         "seconds_per_step": round(seconds / max(step, 1), 4), "device": str(device), "final_loss": loss_value,
         "final_stats": stats, "view_prompts": view_prompts(object_prompt),
     }
+    if config.profile:  # render: forward render; teacher: the guidance loss (teacher calls); backward: + Adam
+        summary["seconds_per_step_split"] = timer.means()
     run.write_summary(summary)
     try:
         summary["outputs"] = {k: str(v) for k, v in export_asset(scene, config, run.path).items()}

@@ -1,0 +1,167 @@
+"""Consistent3D results table: SDS, CDS and the paper's ablations (a)-(c) on held-out world prompts.
+
+Every row uses the same prompts, steps and seed; each run is scored by ``distill3d eval
+text-to-3d`` (world R-precision over 120 views, attribute accuracy, mask IoU / PSNR against
+the reference after the best rotation about the up axis).
+
+    python benchmarks/consistent3d_table.py --out runs/c3d_table --representation gaussians \\
+        --steps 500 --prompts 16 --workers 8
+
+Runs are spread over ``--workers`` processes that share the GPU (the world teacher is small, so
+one process leaves the GPU mostly idle). A finished run keeps its metrics JSON, so the command
+can be repeated to finish an interrupted table. ``--strips K`` writes an 8-view PNG strip of
+the first K prompts of every row (for side-by-side turntables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+VARIANTS: dict[str, dict] = {
+    "sds": {"guidance": "sds"},                                 # DreamFusion baseline
+    "cds_a_random_t": {"t_sampling": "random"},                 # ablation (a)
+    "cds_b_predetermined_t": {"t_sampling": "predetermined"},   # ablation (b)
+    "cds_c_fresh_noise": {"fixed_noise": False},                # ablation (c)
+    "cds": {},                                                  # (d) full CDS
+}
+METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr")
+
+
+def table_prompts(count: int) -> list[str]:
+    """``count`` held-out prompts spread evenly over the held-out list (deterministic)."""
+    from distill3d.world.split import heldout_objects
+
+    objects = heldout_objects()
+    if count > len(objects):
+        raise SystemExit(f"only {len(objects)} held-out prompts")
+    return [objects[i * len(objects) // count].prompt for i in range(count)]
+
+
+def jobs(args) -> list[tuple[str, int, str]]:
+    """(variant, prompt index, prompt) for every cell of the table."""
+    variants = args.variants.split(",")
+    return [(v, i, p) for v in variants for i, p in enumerate(table_prompts(args.prompts))]
+
+
+def run_worker(args) -> None:
+    """Run and score this worker's share of the jobs, one after another."""
+    import torch
+
+    from distill3d.eval.classifier import WorldClassifier
+    from distill3d.eval.teacher_quality import save_grid
+    from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
+    from distill3d.export import turntable_cameras
+    from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
+    from distill3d.methods.fit_scenes import scene_for_checkpoint
+    from distill3d.run_dir import RunDir
+
+    device = torch.device(args.device)
+    classifier = WorldClassifier.from_pretrained(device=device)
+    eval_config = TextTo3DEvalConfig()
+    base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
+                              device=args.device, turntable_frames=0, checkpoint_every=args.steps)
+    mine = jobs(args)[args.worker::args.workers]
+    durations: list[float] = []
+    for variant, index, prompt in mine:
+        run_dir = Path(args.out) / args.representation / variant / f"{index:02d}"
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.exists():
+            continue
+        expected = max(durations) if durations else 0.0
+        if args.deadline and time.time() + expected > args.deadline:
+            print(f"[worker {args.worker}] stopping before the deadline", flush=True)
+            return
+        job_start = time.time()
+        config = replace(base, **VARIANTS[variant])
+        summary = text_to_3d(prompt, config, run_dir, progress=False)
+        metrics = evaluate_run(run_dir, classifier, eval_config, device)
+        metrics.update(variant=variant, seconds=summary["seconds"])
+        if index < args.strips:
+            run = RunDir(run_dir)
+            scene = scene_for_checkpoint(config, run, device)
+            run.load_checkpoint(scene.modules(), device=device)
+            cams = turntable_cameras(8, resolution=128).to(device)
+            with torch.no_grad():
+                save_grid(scene.render(cams, background=1.0).rgb.float().cpu(), run_dir / "strip.png", columns=8)
+        metrics_path.write_text(json.dumps(metrics, indent=2))
+        durations.append(time.time() - job_start)
+        print(f"[worker {args.worker}] {variant} {prompt!r}: R-precision {metrics['r_precision']:.3f} "
+              f"IoU {metrics['mask_iou']:.3f} PSNR {metrics['psnr']:.2f} ({summary['seconds']:.0f} s)", flush=True)
+
+
+def collect(args) -> dict:
+    """Mean of every metric per variant over the prompts that finished."""
+    rows = {}
+    for variant in args.variants.split(","):
+        found = [json.loads(p.read_text()) for p in sorted((Path(args.out) / args.representation / variant)
+                                                            .glob("*/metrics.json"))]
+        if found:
+            rows[variant] = {"runs": len(found), **{m: sum(r[m] for r in found) / len(found) for m in METRICS},
+                             "seconds_per_run": sum(r["seconds"] for r in found) / len(found)}
+    return rows
+
+
+def warm_up(device: str) -> None:
+    """Build gsplat's CUDA extension once, before the workers start (it compiles on first use)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    from distill3d.render.splat import gsplat_available
+    if gsplat_available():
+        from gsplat import rasterization
+        means = torch.zeros(1, 3, device=device)
+        rasterization(means, torch.tensor([[1.0, 0, 0, 0]], device=device), torch.full((1, 3), 0.1, device=device),
+                      torch.ones(1, device=device), torch.ones(1, 3, device=device),
+                      torch.eye(4, device=device)[None], torch.eye(3, device=device)[None], 8, 8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--representation", choices=("gaussians", "nerf"), default="gaussians")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--strips", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="start no run that would end after this many minutes (repeat the command to go on)")
+    parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    if args.worker is not None:
+        run_worker(args)
+        return
+    started = time.perf_counter()
+    deadline = [] if args.max_minutes is None else ["--deadline", str(time.time() + 60.0 * args.max_minutes)]
+    warm_up(args.device)
+    procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], *deadline, "--worker", str(w)])
+             for w in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    rows = collect(args)
+    result = {"representation": args.representation, "steps": args.steps, "prompts": table_prompts(args.prompts),
+              "seed": args.seed, "workers": args.workers, "wall_seconds": time.perf_counter() - started,
+              "worker_exit_codes": codes, "rows": rows}
+    out = Path(args.out) / f"table_{args.representation}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print("| variant | runs | " + " | ".join(METRICS) + " | s/run |")
+    for variant, row in rows.items():
+        print(f"| {variant} | {row['runs']} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS)
+              + f" | {row['seconds_per_run']:.0f} |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""``distill3d eval``: score finished runs against the world's ground truth.
+
+    distill3d eval text-to-3d RUN_DIR [RUN_DIR ...] --out JSON [--classifier NAME|PATH] [--views N]
+                              [--device auto|cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+COLUMNS = (("r_precision", "R-prec"), ("shape_accuracy", "shape"), ("colour_accuracy", "colour"),
+           ("pattern_accuracy", "pattern"), ("mask_iou", "IoU"), ("psnr", "PSNR"), ("best_rotation_deg", "rot"))
+"""Result key -> column title of the printed table."""
+
+
+def register(subparsers) -> None:
+    from distill3d.eval.classifier import DEFAULT_CLASSIFIER
+    from distill3d.eval.text_to_3d import TextTo3DEvalConfig
+
+    defaults = TextTo3DEvalConfig()
+    evaluate = subparsers.add_parser("eval", help="score finished runs against the world's ground truth",
+                                     description="Evaluate the outputs of distill3d methods with the world "
+                                                 "classifier and the reference renderer.")
+    commands = evaluate.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
+    p = commands.add_parser("text-to-3d", help="R-precision, attribute accuracy, mask IoU and PSNR of text-to-3d runs",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description="Render each run's asset from views at uniform azimuth, read them with "
+                                        "the world classifier and compare them with reference renders of the "
+                                        "prompt's object (up to the best turn about the up axis).")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by distill3d text-to-3d")
+    p.add_argument("--out", type=Path, required=True, help="JSON file: per-run figures and their mean")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, help="classifier folder or shipped name")
+    p.add_argument("--views", type=int, default=defaults.num_views, help="views at uniform azimuth")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="views rendered at once")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(run=_text_to_3d)
+
+
+def format_table(results: list[dict], mean: dict) -> str:
+    """A plain-text table: one row per run, then the mean."""
+    head = f"{'run':<28} {'prompt':<28}" + "".join(f" {title:>8}" for _, title in COLUMNS)
+    rows = [head]
+    for r in results:
+        rows.append(f"{Path(r['run']).name[:28]:<28} {r['prompt'][:28]:<28}"
+                    + "".join(f" {r[key]:>8.3f}" if key != "best_rotation_deg" else f" {r[key]:>8.1f}"
+                              for key, _ in COLUMNS))
+    rows.append(f"{'mean':<28} {'':<28}" + "".join(f" {mean[key]:>8.3f}" if key in mean else f" {'':>8}"
+                                                   for key, _ in COLUMNS))
+    return "\n".join(rows)
+
+
+def _text_to_3d(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from distill3d.devices import pick_device
+    from distill3d.eval.classifier import WorldClassifier
+    from distill3d.eval.text_to_3d import (TextTo3DEvalConfig, check_run_folder, evaluate_run, mean_metrics,
+                                           run_object)
+    from distill3d.run_dir import write_json_atomic
+
+    config = TextTo3DEvalConfig(num_views=args.views, batch_size=args.batch_size)
+    for run in args.runs:  # every folder is checked before anything is loaded
+        run_object(check_run_folder(run))
+    device = pick_device(args.device)
+    classifier = WorldClassifier.from_pretrained(args.classifier, device=device)
+    results = [evaluate_run(run, classifier, config, device) for run in tqdm(args.runs, desc="eval text-to-3d")]
+    mean = mean_metrics(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, {"runs": results, "mean": mean, "config": config.__dict__})
+    print(format_table(results, mean))
+    print(f"written: {args.out}")
+    return 0
