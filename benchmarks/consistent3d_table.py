@@ -109,17 +109,15 @@ def collect(args) -> dict:
 
 def warm_up(device: str) -> None:
     """Build gsplat's CUDA extension once, before the workers start (it compiles on first use)."""
-    import torch
-
     if not device.startswith("cuda"):
         return
-    from distill3d.render.splat import gsplat_available
+    from distill3d.cameras import orbit_cameras
+    from distill3d.render.splat import gsplat_available, render_gaussians
+    from distill3d.scene.gaussians import Gaussians
+
     if gsplat_available():
-        from gsplat import rasterization
-        means = torch.zeros(1, 3, device=device)
-        rasterization(means, torch.tensor([[1.0, 0, 0, 0]], device=device), torch.full((1, 3), 0.1, device=device),
-                      torch.ones(1, device=device), torch.ones(1, 3, device=device),
-                      torch.eye(4, device=device)[None], torch.eye(3, device=device)[None], 8, 8)
+        render_gaussians(Gaussians.random_ball(8, device=device), orbit_cameras(15.0, 0.0, 2.6, 40.0, 8, 8).to(device),
+                         backend="gsplat")
 
 
 def main() -> None:

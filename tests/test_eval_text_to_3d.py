@@ -9,9 +9,8 @@ import torch
 from distill3d.cameras import Cameras, position_to_spherical
 from distill3d.cli import main
 from distill3d.errors import UserError
-from distill3d.eval.classifier import HEADS, WorldClassifier
-from distill3d.eval.text_to_3d import (TextTo3DEvalConfig, eval_cameras, evaluate_run, evaluate_scene,
-                                       prompt_scores)
+from distill3d.eval.classifier import HEADS, WorldClassifier, prompt_scores
+from distill3d.eval.text_to_3d import TextTo3DEvalConfig, eval_cameras, evaluate_run, evaluate_scene
 from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
 from distill3d.world import all_objects, is_heldout, parse_prompt, render_reference
 

@@ -127,10 +127,15 @@ class WorldClassifier(nn.Module):
 
         R-precision: the fraction of images whose own object has the highest score.
         """
-        logp = self.log_probs(images)
-        idx = {name: torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
-               for name in ATTRIBUTES}
-        return sum(logp[name][:, idx[name]] for name in ATTRIBUTES)
+        return prompt_scores(self.log_probs(images), objects)
+
+
+def prompt_scores(logp: dict[str, Tensor], objects: Sequence[WorldObject]) -> Tensor:
+    """[B, P] log p(shape) + log p(colour) + log p(pattern) for each candidate object, from the
+    classifier's log-probabilities per head (``WorldClassifier.log_probs``), each [B, classes]."""
+    idx = {name: torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
+           for name in ATTRIBUTES}
+    return sum(logp[name][:, idx[name]] for name in ATTRIBUTES)
 
 
 def attribute_labels(object_index: Tensor) -> dict[str, Tensor]:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.errors import UserError
-from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier
+from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.metrics import mask_iou, psnr
 from distill3d.render.output import RenderOutput
 from distill3d.run_dir import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME, RunDir
@@ -75,13 +75,6 @@ def render_batched(render: RenderFn, cameras: Cameras, batch_size: int) -> Rende
     rgb = torch.cat([p.rgb.detach().float() for p in parts])
     alpha = torch.cat([p.alpha.detach().float() for p in parts])
     return RenderOutput(rgb=rgb, alpha=alpha, depth=torch.zeros_like(alpha))
-
-
-def prompt_scores(logp: dict[str, Tensor], objects: list[WorldObject]) -> Tensor:
-    """[N, P] log p(shape) + log p(colour) + log p(pattern) per image for each candidate object,
-    from the classifier's log-probabilities per head (as ``WorldClassifier.prompt_log_likelihood``)."""
-    return sum(logp[name][:, torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects],
-                                          device=logp[name].device)] for name in ATTRIBUTES)
 
 
 def classifier_scores(classifier: WorldClassifier, images: Tensor, obj: WorldObject) -> dict[str, float]:
@@ -192,5 +185,4 @@ def mean_metrics(results: list[dict]) -> dict[str, float]:
 
 
 __all__ = ["TextTo3DEvalConfig", "eval_cameras", "evaluate_scene", "evaluate_run", "check_run_folder", "run_object",
-           "prompt_scores",
            "mean_metrics", "METRICS"]

@@ -44,8 +44,8 @@ WORLD_TEACHER = "world"
 NUM_AZIMUTH_PARTS = 4  # Consistent3D Sec. B.1: azimuth range split into 4 parts (anti-Janus)
 DEFAULT_STEPS = {"nerf": 10000, "gaussians": 2000}
 """Run length N when not given: threestudio's coarse-stage length for the NeRF; for Gaussians our
-choice for the world's 64x64 teacher, which keeps a default run near 2 minutes on one H100
-(benchmarks/RESULTS.md). The paper gives no step count for its Gaussians variant (~15 min)."""
+choice for the world's 64x64 teacher (a default run took 174 s on one H100, benchmarks/RESULTS.md).
+The paper gives no step count for its Gaussians variant (~15 min)."""
 
 
 @dataclass
