@@ -94,6 +94,16 @@ def test_relative_cameras_are_canonical_and_invariant_to_the_world_pose():
     assert torch.allclose(step, torch.full((4,), 120.0), atol=1e-3)
 
 
+def test_targets_share_the_input_framing_unless_asked_not_to():
+    gen = torch.Generator().manual_seed(1)
+    _, shared = sample_multiview_groups(64, 8, MultiViewGroupCameras(num_views=4), gen)
+    _, free = sample_multiview_groups(64, 8, MultiViewGroupCameras(num_views=4, targets_share_input_framing=False), gen)
+    for key in ("distance", "fovy"):
+        assert torch.equal(shared[key][:, 1:], shared[key][:, :1].expand(64, 4))
+        assert not torch.allclose(free[key][:, 1], free[key][:, 0])  # independent draws differ
+        assert torch.equal(free[key][:, 1:], free[key][:, 1:2].expand(64, 4))  # targets share one framing
+
+
 # ---------------------------------------------------------------------- training
 def test_render_pool_entries_match_their_labels():
     task = MultiViewTask(tiny_multiview())

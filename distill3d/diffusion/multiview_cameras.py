@@ -10,9 +10,13 @@ usable on images whose distance is unknown.
 
 Group layout (what the teacher is trained on, and what ``sample_multiview_groups`` draws):
 an input camera (elevation, azimuth, distance, fovy uniform in their ranges) and K target
-cameras at one shared elevation, distance and fovy, with azimuths
-``input azimuth + offset + k * 360 / K``, ``offset`` uniform in [0, 360) (as ImageDream lays
-out its four orthogonal views, here at every rotation relative to the input).
+cameras at one shared elevation, with azimuths ``input azimuth + offset + k * 360 / K``,
+``offset`` uniform in [0, 360) (as ImageDream lays out its four orthogonal views, here at every
+rotation relative to the input). By default the targets keep the input camera's distance and
+fovy (``targets_share_input_framing``), as ImageDream renders its views at one fixed distance
+and field of view: the object then has the same size in every view, and the teacher only has
+to turn it. With independent target distances a first teacher (2101 steps) copied the input's
+framing into every target (11.6 dB, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class MultiViewGroupCameras:
     target_elevation_range: tuple[float, float] = (-10.0, 45.0)
     distance_range: tuple[float, float] = (2.2, 3.0)  # the object fits the view (radius 0.9, fovy >= 35)
     fovy_range: tuple[float, float] = (35.0, 45.0)
+    targets_share_input_framing: bool = True  # targets at the input's distance and fovy (ImageDream)
 
 
 def sample_multiview_groups(n: int, resolution: int, layout: MultiViewGroupCameras,
@@ -86,6 +91,8 @@ def sample_multiview_groups(n: int, resolution: int, layout: MultiViewGroupCamer
     in_dist, in_fov = uni(layout.distance_range, (n, 1)), uni(layout.fovy_range, (n, 1))
     t_el, offset = uni(layout.target_elevation_range, (n, 1)), uni((0.0, 360.0), (n, 1))
     t_dist, t_fov = uni(layout.distance_range, (n, 1)), uni(layout.fovy_range, (n, 1))
+    if layout.targets_share_input_framing:
+        t_dist, t_fov = in_dist, in_fov
     t_az = in_az + offset + torch.arange(K, dtype=torch.float32) * (360.0 / K)
     params = {
         "elevation": torch.cat([in_el, t_el.expand(n, K)], dim=1),

@@ -1,7 +1,8 @@
 """Speed of the world teachers and classifier (``distill3d teacher benchmark``).
 
 Per model: parameters and weight-file size (float16 / float32 as exported); one ``denoise``
-call at batch 8 and 64 (views), with and without classifier-free guidance; 50-step DDIM
+call at batch 8 and 64 (views), with and without classifier-free guidance (for the text-to-image
+teacher also replayed from CUDA graphs, keys ``graphed_*``); 50-step DDIM
 throughput; training throughput (bf16 autocast on CUDA, AdamW, batch of the training config)
 and the reference renderer's throughput when filling a render pool. Weights are random:
 speed does not depend on them.
@@ -79,13 +80,13 @@ def _size(module: torch.nn.Module, bytes_per_param: int) -> dict:
 
 
 @torch.no_grad()
-def _denoise_times(teacher, make_inputs, device: torch.device, repeats: int) -> dict:
+def _denoise_times(teacher, make_inputs, device: torch.device, repeats: int, prefix: str = "") -> dict:
     out = {}
     for batch in (8, 64):
         x, t, cond = make_inputs(batch)
         for scale, name in ((1.0, "no_cfg"), (teacher.default_guidance_scale if teacher.default_guidance_scale != 1.0
                                               else 3.0, "cfg")):
-            out[f"denoise_batch{batch}_{name}_ms"] = 1000 * _seconds(lambda: teacher.denoise(x, t, cond, scale),
+            out[f"{prefix}denoise_batch{batch}_{name}_ms"] = 1000 * _seconds(lambda: teacher.denoise(x, t, cond, scale),
                                                                      device, repeats)
     return out
 
@@ -95,7 +96,9 @@ def benchmark_text_to_image(tiny: bool, device: torch.device) -> dict:
     from distill3d.diffusion.world_teachers import WorldTextToImageTeacher
 
     config = tiny_config() if tiny else TextToImageTrainConfig()
-    teacher = WorldTextToImageTeacher(WorldTextToImageNet(config.net), config, device=device)
+    net = WorldTextToImageNet(config.net)
+    teacher = WorldTextToImageTeacher(net, config, device=device, cuda_graphs=False)
+    graphed = WorldTextToImageTeacher(net, config, device=device, cuda_graphs=True)
     R = teacher.native_image_size
     prompts = ["a red striped torus, front view"]
 
@@ -103,10 +106,14 @@ def benchmark_text_to_image(tiny: bool, device: torch.device) -> dict:
         cond = teacher.encode_prompt(prompts * batch)
         return torch.randn(batch, 3, R, R, device=device), torch.full((batch,), 500, device=device), cond
 
-    result = {**_size(teacher.net, 2), **_denoise_times(teacher, inputs, device, 2 if tiny else 20)}
+    repeats = 2 if tiny else 20
+    result = {**_size(teacher.net, 2), **_denoise_times(teacher, inputs, device, repeats),
+              **_denoise_times(graphed, inputs, device, repeats, prefix="graphed_")}
     steps, batch = (2, 4) if tiny else (50, 64)
-    seconds = _seconds(lambda: teacher.sample(prompts * batch, num_steps=steps), device, 1, warmup=1)
-    result.update({"sample_steps": steps, "sample_batch": batch, "sample_images_per_second": batch / seconds})
+    for name, model in (("", teacher), ("graphed_", graphed)):
+        seconds = _seconds(lambda: model.sample(prompts * batch, num_steps=steps), device, 1, warmup=1)
+        result[f"{name}sample_images_per_second"] = batch / seconds
+    result.update({"sample_steps": steps, "sample_batch": batch})
     task = TextToImageTask(config)
     result["training"] = _training(task, device, 3 if tiny else 30, 16 if tiny else 2048)
     return result

@@ -10,7 +10,9 @@
 Both load from a model folder (``config.json`` + ``model.safetensors``) or a shipped name
 (``DEFAULT_TEXT_TO_IMAGE``, ``DEFAULT_MULTIVIEW``); networks and schedules are described in
 ``world_networks``. On CUDA the networks run under bf16 autocast (as they were trained) with
-float32 weights; estimates are returned in the dtype of ``x_t``.
+float32 weights, and the text-to-image network's forward pass is replayed from a CUDA graph
+(``cuda_graph``; ``cuda_graphs=False`` runs it eagerly); estimates are returned in the dtype
+of ``x_t``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras
 from distill3d.devices import pick_device
+from distill3d.diffusion.cuda_graph import GraphedForward
 from distill3d.diffusion.guidance_cfg import apply_cfg
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.multiview_cameras import multiview_rays
@@ -65,28 +68,33 @@ class WorldTextToImageTeacher(PixelTeacher):
     """The world text-to-image teacher (pixel space, v-prediction, cosine schedule)."""
 
     def __init__(self, net: WorldTextToImageNet, config: TextToImageTrainConfig,
-                 device: torch.device | str | None = None, autocast: bool = True):
+                 device: torch.device | str | None = None, autocast: bool = True, cuda_graphs: bool = True):
         device = pick_device(device)
         self.net = _frozen(net, device)
         self.config = config
         self.autocast = autocast
+        self._forward = GraphedForward(self._eager_forward) if cuda_graphs else self._eager_forward
         self.default_guidance_scale = config.default_guidance_scale
         super().__init__(self._network, self._encode_text, config.schedule.noise_schedule().to(device),
                          native_image_size=config.net.resolution, device=device)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_TEXT_TO_IMAGE, *,
-                        device: torch.device | str | None = None, autocast: bool = True) -> "WorldTextToImageTeacher":
+                        device: torch.device | str | None = None, autocast: bool = True,
+                        cuda_graphs: bool = True) -> "WorldTextToImageTeacher":
         """Load from a model folder or a shipped name (no network access)."""
         folder, raw = resolve_model_folder(name_or_path, TEXT_TO_IMAGE_KIND)
         config = config_from_dict(TextToImageTrainConfig, raw)
         net = WorldTextToImageNet(config.net)
         load_weights(net, folder / WEIGHTS_FILE)
-        return cls(net, config, device=device, autocast=autocast)
+        return cls(net, config, device=device, autocast=autocast, cuda_graphs=cuda_graphs)
+
+    def _eager_forward(self, x_t: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+        with _autocast(self.device, self.autocast):
+            return self.net.predict(x_t, t, emb).float()
 
     def _network(self, x_t: Tensor, t: Tensor, emb: Tensor) -> Tensor:
-        with _autocast(self.device, self.autocast):
-            return self.net.predict(x_t.float(), t, emb.float()).float()
+        return self._forward(x_t.float(), t, emb.float())
 
     @torch.no_grad()
     def _encode_text(self, prompts: list[str]) -> Tensor:
