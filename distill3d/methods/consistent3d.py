@@ -44,13 +44,20 @@ WORLD_TEACHER = "world"
 NUM_AZIMUTH_PARTS = 4  # Consistent3D Sec. B.1: azimuth range split into 4 parts (anti-Janus)
 DEFAULT_STEPS = {"nerf": 10000, "gaussians": 2000}
 """Run length N when not given: threestudio's coarse-stage length for the NeRF; for Gaussians our
-choice for the world's 64x64 teacher (a default run took 174 s on one H100, benchmarks/RESULTS.md).
-The paper gives no step count for its Gaussians variant (~15 min)."""
+choice for the world's 64x64 teacher (a default run takes 66 s on one H100 with the teacher
+replayed from CUDA graphs, benchmarks/RESULTS.md). The paper gives no step count for its
+Gaussians variant (~15 min)."""
 
 
 @dataclass
 class Consistent3DConfig:
-    """Settings of ``distill3d text-to-3d``; paper numbers cited, our choices marked as such."""
+    """Settings of ``distill3d text-to-3d``; paper numbers cited, our choices marked as such.
+
+    The guidance scales are the papers' (CDS 50 -> 20, SDS 100), chosen there for Stable
+    Diffusion. With the shipped world teacher CDS at 50 -> 20 fails (no prompt recognised in a
+    1000-step Gaussians table); a CPU check suggests the world teacher wants a CDS scale near
+    10 (``--cfg-start 10 --cfg-end 10``), which is not yet measured in 3D (benchmarks/RESULTS.md).
+    """
 
     representation: Representation = "nerf"  # Sec. 4.3 coarse NeRF; "gaussians" = the 3DGS variant (Sec. B.3)
     guidance: Guidance = "cds"               # "sds": DreamFusion baseline
