@@ -45,23 +45,29 @@ def parse_setting(text: str) -> tuple[str, str, float, float, float | None]:
 
 
 def distil_images(teacher, prompts: list[str], guidance: str, cfg_start: float, cfg_end: float,
-                  t_max: float | None, steps: int, lr: float, seed: int) -> torch.Tensor:
-    """Images [P, R, R, 3] in [0, 1] optimised from light grey by the guidance loss."""
+                  t_max: float | None, steps: int, lr: float, seed: int, *, optimizer: str = "adam",
+                  fixed_noise: bool = True) -> torch.Tensor:
+    """Images [P, R, R, 3] in [0, 1] optimised from light grey by the guidance loss.
+
+    ``optimizer``: "adam" (per-pixel normalised steps) or "sgd" (steps proportional to the
+    gradient); ``fixed_noise=False`` draws CDS's noise afresh every step (ablation (c)).
+    """
     R = teacher.native_image_size
     generator = torch.Generator().manual_seed(seed)
     logits = (1.5 + 0.1 * torch.randn(len(prompts), R, R, 3, generator=generator)).requires_grad_(True)
-    optimizer = torch.optim.Adam([logits], lr=lr)
+    opt = torch.optim.Adam([logits], lr=lr) if optimizer == "adam" else torch.optim.SGD([logits], lr=lr)
     cond = teacher.encode_prompt(prompts)
     t_range = {} if t_max is None else {"t_max": t_max}
     if guidance == "cds":
-        loss_fn = CDSLoss(CDSConfig(total_steps=steps, cfg_start=cfg_start, cfg_end=cfg_end, seed=seed, **t_range))
+        loss_fn = CDSLoss(CDSConfig(total_steps=steps, cfg_start=cfg_start, cfg_end=cfg_end, seed=seed,
+                                    fixed_noise=fixed_noise, **t_range))
     else:
         loss_fn = SDSLoss(SDSConfig(guidance_scale=cfg_start, total_steps=steps, seed=seed, **t_range))
     for step in range(steps):
         loss, _ = loss_fn(torch.sigmoid(logits), teacher, cond, step)
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
     return torch.sigmoid(logits).detach()
 
 
@@ -93,6 +99,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--fresh-noise", action="store_true", help="CDS: new noise every step (ablation (c))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, required=True)
@@ -107,13 +115,15 @@ def main() -> None:
     rows, images = {}, []
     for name, guidance, start, end, t_max in settings:
         began = time.perf_counter()
-        out = distil_images(teacher, prompts, guidance, start, end, t_max, args.steps, args.lr, args.seed)
+        out = distil_images(teacher, prompts, guidance, start, end, t_max, args.steps, args.lr, args.seed,
+                            optimizer=args.optimizer, fixed_noise=not args.fresh_noise)
         rows[name] = {"guidance": guidance, "cfg_start": start, "cfg_end": end, "t_max": t_max,
                       **score(classifier, out, objects),
                       "seconds": round(time.perf_counter() - began, 1)}
         images.append(out)
         print(name, json.dumps(rows[name]), flush=True)
     args.out.write_text(json.dumps({"prompts": prompts, "steps": args.steps, "lr": args.lr, "seed": args.seed,
+                                    "optimizer": args.optimizer, "fresh_noise": args.fresh_noise,
                                     "device": args.device, "rows": rows}, indent=2))
     if args.grid is not None:
         save_grid(torch.cat(images), args.grid, columns=len(prompts))

@@ -55,8 +55,10 @@ class Consistent3DConfig:
 
     The guidance scales are the papers' (CDS 50 -> 20, SDS 100), chosen there for Stable
     Diffusion. With the shipped world teacher CDS at 50 -> 20 fails (no prompt recognised in a
-    1000-step Gaussians table); a CPU check suggests the world teacher wants a CDS scale near
-    10 (``--cfg-start 10 --cfg-end 10``), which is not yet measured in 3D (benchmarks/RESULTS.md).
+    1000-step Gaussians table). CPU checks show that scale pushes the teacher's estimate far
+    from a perfect render and that CDS tells right from wrong best near 10, yet CDS also failed
+    at 3-10 in 2D distillation; no world default is set until a scale is measured in 3D
+    (benchmarks/RESULTS.md).
     """
 
     representation: Representation = "nerf"  # Sec. 4.3 coarse NeRF; "gaussians" = the 3DGS variant (Sec. B.3)
