@@ -7,9 +7,9 @@ make of an image shows whether a classifier-free guidance scale suits the teache
 minutes. Each setting is ``NAME=guidance:cfg_start[:cfg_end[:t_max]]`` (t_max: the loss's
 default when left out, 0.7 for CDS as the coarse stage, 0.98 for SDS):
 
-    PYTHONPATH=. python benchmarks/guidance_2d.py --prompts 8 --steps 300 \\
-        --setting sds_100=sds:100 --setting cds_50_20=cds:50:20 --setting cds_3=cds:3 \\
-        --out benchmarks/results/guidance_2d_cpu.json --grid benchmarks/results/guidance_2d_cpu.png
+    PYTHONPATH=. python benchmarks/guidance_2d.py --prompts 4 --steps 120 \\
+        --setting cds_50_20=cds:50:20 --setting cds_3=cds:3 --setting sds_100=sds:100 \\
+        --out guidance_2d.json --grid guidance_2d.png
 
 Reports per setting: the classifier's shape / colour / pattern accuracy and R-precision over
 the prompts, and the share of saturated pixels (a channel below 0.02 or above 0.98 while the
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from distill3d.diffusion.world_teachers import WorldTextToImageTeacher
-from distill3d.eval.classifier import WorldClassifier, prompt_scores
+from distill3d.eval.classifier import HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.teacher_quality import save_grid
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.world import view_suffix
@@ -76,7 +76,7 @@ def score(classifier: WorldClassifier, images: torch.Tensor, objects) -> dict[st
     result = {}
     for head in ("shape", "colour", "pattern"):
         predicted = logp[head].argmax(-1).tolist()
-        words = [classifier_words(head)[i] for i in predicted]
+        words = [HEADS[head][i] for i in predicted]
         result[f"{head}_accuracy"] = sum(w == getattr(o, head) for w, o in zip(words, objects)) / len(objects)
     candidates = heldout_objects()
     scores = prompt_scores(logp, candidates)
@@ -88,14 +88,9 @@ def score(classifier: WorldClassifier, images: torch.Tensor, objects) -> dict[st
     return result
 
 
-def classifier_words(head: str) -> list[str]:
-    from distill3d.eval.classifier import HEADS
-    return HEADS[head]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setting", action="append", required=True, help="NAME=sds|cds:CFG[:CFG_END]")
+    parser.add_argument("--setting", action="append", required=True, help="NAME=sds|cds:CFG[:CFG_END[:T_MAX]]")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.03)

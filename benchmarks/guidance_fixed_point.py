@@ -6,11 +6,11 @@ guidance scale s should return (nearly) that image; a scale that returns somethi
 pushes every solution off the prompt's images. For held-out objects seen by Consistent3D's
 cameras, this prints the range of the guided x0 and its RMS distance to the reference (teacher
 space, [-1, 1]) per noise level t and scale s. It also prints the size of the CDS and SDS
-gradients at the reference images and at the same cameras' renders of the wrong objects (each
-image paired with the next object's prompt): a usable scale gives a much smaller gradient at
-the right answer than at a wrong one (``right_to_wrong`` well below 1).
+gradients at the reference images under their own prompts and under the next object's prompt
+(the same image as a wrong answer): a usable scale gives a much smaller gradient at the right
+answer than at a wrong one (``right_to_wrong`` well below 1).
 
-    PYTHONPATH=. python benchmarks/guidance_fixed_point.py --objects 8 --scales 1,3,7.5,20,50,100 \\
+    PYTHONPATH=. python benchmarks/guidance_fixed_point.py --objects 8 --scales 1,3,10,20,50,100 \\
         --out benchmarks/results/guidance_fixed_point_cpu.json
 """
 
