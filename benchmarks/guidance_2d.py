@@ -12,7 +12,8 @@ default when left out, 0.7 for CDS as the coarse stage, 0.98 for SDS):
         --out guidance_2d.json --grid guidance_2d.png
 
 Reports per setting: the classifier's shape / colour / pattern accuracy and R-precision over
-the prompts, and the share of saturated pixels (a channel below 0.02 or above 0.98 while the
+the prompts (here the prompt's rank among the held-out prompts only, an easier test than
+``eval.text_to_3d.classifier_scores``, which ranks among all world prompts), and the share of saturated pixels (a channel below 0.02 or above 0.98 while the
 pixel is not white background), the usual symptom of an over-strong guidance scale.
 """
 

@@ -45,7 +45,7 @@ def gradient_rms(teacher, images: torch.Tensor, cond, guidance: str, t: float, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=8)
-    parser.add_argument("--scales", default="1,3,7.5,20,50,100")
+    parser.add_argument("--scales", default="1,3,10,20,50,100")
     parser.add_argument("--times", default="0.1,0.3,0.5,0.7", help="noise levels t / T (gradients up to 0.6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
