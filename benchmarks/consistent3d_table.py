@@ -7,7 +7,7 @@ the reference after the best rotation about the up axis).
     python benchmarks/consistent3d_table.py --out runs/c3d_table --representation gaussians \\
         --steps 500 --prompts 16 --workers 8
 
-Runs are spread over ``--workers`` processes that share the GPU. Processes on one GPU are
+Runs are spread over ``--workers`` processes, round-robin over ``--gpus`` GPUs. Processes on one GPU are
 time-sliced, so the gain is modest once the teacher runs from CUDA graphs: on an H100, 8 CDS
 workers took 142 s for their 1000-step runs, where one after another (24 ms per step alone)
 would take about 200 s (benchmarks/RESULTS.md). A finished run keeps its metrics JSON, so the
@@ -63,11 +63,12 @@ def run_worker(args) -> None:
     from distill3d.methods.fit_scenes import scene_for_checkpoint
     from distill3d.run_dir import RunDir
 
-    device = torch.device(args.device)
+    device_name = f"cuda:{args.worker % args.gpus}" if args.gpus > 1 else args.device
+    device = torch.device(device_name)
     classifier = WorldClassifier.from_pretrained(device=device)
     eval_config = TextTo3DEvalConfig()
     base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
-                              device=args.device, turntable_frames=0, checkpoint_every=args.steps)
+                              device=device_name, turntable_frames=0, checkpoint_every=args.steps)
     mine = jobs(args)[args.worker::args.workers]
     durations: list[float] = []
     for variant, index, prompt in mine:
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gpus", type=int, default=1, help="spread the workers over cuda:0 .. cuda:GPUS-1")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--strips", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None,
@@ -152,7 +154,7 @@ def main() -> None:
     codes = [p.wait() for p in procs]
     rows = collect(args)
     result = {"representation": args.representation, "steps": args.steps, "prompts": table_prompts(args.prompts),
-              "seed": args.seed, "workers": args.workers, "wall_seconds": time.perf_counter() - started,
+              "seed": args.seed, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
     out = Path(args.out) / f"table_{args.representation}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -71,8 +71,9 @@ def used_noise(teacher: SpyTeacher, x: torch.Tensor, call: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("weight_by", ["t2", "t1"])
-def test_cds_gradient_matches_eq10(teacher, weight_by):
-    config = CDSConfig(total_steps=10, weight_by=weight_by, seed=3)
+@pytest.mark.parametrize("skip", ["eps", "x0"])
+def test_cds_gradient_matches_eq10(teacher, weight_by, skip):
+    config = CDSConfig(total_steps=10, weight_by=weight_by, skip_jacobian_of=skip, seed=3)
     loss_fn = CDSLoss(config)
     step, batch = 3, 2
     cond = teacher.encode_prompt(["a cat"])
@@ -80,7 +81,7 @@ def test_cds_gradient_matches_eq10(teacher, weight_by):
     loss, stats = loss_fn(imgs, teacher, cond, step)
     (grad_loss,) = torch.autograd.grad(loss, imgs)
 
-    # Eq. 10-11 written out directly, with dD(x_t1)/dx = identity (the paper's Jacobian skip).
+    # Eq. 10-11 written out directly in sigma form.
     x = teacher.encode_images(imgs)
     t1_frac, t2_frac = loss_fn.sample_timesteps(step, batch)
     t1, t2 = (t1_frac * T).float(), (t2_frac * T).float()
@@ -93,16 +94,33 @@ def test_cds_gradient_matches_eq10(teacher, weight_by):
     d1 = teacher.denoise(a1.sqrt() * x_t1, t1, cond, cfg).x0
     x_hat_t2 = x_t1 + (s2 - s1) / s1 * (x_t1 - d1)  # Eq. 11
     d2 = teacher.denoise(a2.sqrt() * x_hat_t2, t2, cond, cfg).x0
-    lam = (1 - (a2 if weight_by == "t2" else a1)) / s2
-    d1_identity_jacobian = d1.detach() + (x - x.detach())
-    per_view = (lam * (d1_identity_jacobian - d2.detach()).square()).flatten(1).sum(1)
-    direct = 0.5 * per_view.mean()  # 0.5 E_pi[lambda ||D(x_t1) - sg(D(x_hat_t2))||^2]
+    w = 1 - (a2 if weight_by == "t2" else a1)
+    if skip == "eps":
+        # Poole's skip on the first component's eps: 0.5 w ||eps_hat(x_t1) - sg(eps_hat(x_hat_t2))||^2, d eps/dx = I
+        eps1, eps2 = (x_t1 - d1) / s1, (x_hat_t2 - d2) / s2
+        first = eps1.detach() + (x - x.detach())
+        per_view = (w * (first - eps2.detach()).square()).flatten(1).sum(1)
+    else:
+        # dD(x_t1)/dx = I: 0.5 (w / sigma_t2) ||D(x_t1) - sg(D(x_hat_t2))||^2
+        first = d1.detach() + (x - x.detach())
+        per_view = (w / s2 * (first - d2.detach()).square()).flatten(1).sum(1)
+    direct = 0.5 * per_view.mean()  # E_pi over the views
     (grad_direct,) = torch.autograd.grad(direct, imgs)
 
     assert grad_direct.abs().max() > 1e-4  # a non-trivial gradient
     torch.testing.assert_close(grad_loss, grad_direct, rtol=1e-4, atol=1e-6)
     assert stats["cfg"] == pytest.approx(cfg)
     assert stats["t1"] == pytest.approx(float(t1_frac.mean()))
+
+
+def test_cds_skips_differ_only_in_sign(teacher):
+    cond = teacher.encode_prompt(["a cat"])
+    grads = []
+    for skip in ("eps", "x0"):
+        imgs = images(2, 0)
+        loss, _ = CDSLoss(CDSConfig(total_steps=10, skip_jacobian_of=skip))(imgs, teacher, cond, 3)
+        grads.append(torch.autograd.grad(loss, imgs)[0])
+    torch.testing.assert_close(grads[0], -grads[1])
 
 
 def test_cds_fixed_noise_is_fixed_across_calls_and_steps(teacher):
@@ -175,7 +193,7 @@ def test_cds_stats_and_batch_change(teacher):
     loss_fn = CDSLoss(CDSConfig(total_steps=10))
     cond = teacher.encode_prompt(["a cat"])
     loss, stats = loss_fn(images(2, 0), teacher, cond, 0)
-    assert {"loss", "t1", "t2", "cfg", "lambda"} <= stats.keys()
+    assert {"loss", "t1", "t2", "cfg", "weight"} <= stats.keys()
     assert stats["t2"] == pytest.approx(0.7) and 0.8 <= stats["t1"] <= 0.9
     assert stats["loss"] == pytest.approx(float(loss.detach())) and loss.ndim == 0
     with pytest.raises(ValueError):

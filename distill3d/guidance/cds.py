@@ -10,22 +10,27 @@ Everything is in the teacher's space, sigma ("EDM") form: with x = teacher.encod
 The teacher is queried at ``sqrt(abar_t) * x_sigma`` (its VP input); D is its x0 estimate,
 the same in both forms. t2 follows Eq. 12 and t1 ~ U[t2 + delta, t2 + Delta] per view.
 
-Gradient produced (the U-Net Jacobian skipped, "we follow Poole et al. and reparameterize the
-first component in Eq. 10 to skip the CDS gradient directly to x_pi", Sec. 4.2; the 2 of the
-square is absorbed in lambda, as DreamFusion absorbs it in w(t)):
+Gradient produced. "We follow Poole et al. and reparameterize the first component in Eq. 10
+to skip the CDS gradient directly to x_pi" (Sec. 4.2). Written in eps (D(z) = z - sigma eps_hat(z)),
+D(x_t1) - D(x_hat_t2) = sigma_t2 (eps_hat(x_hat_t2, t2) - eps_hat(x_t1, t1)), so Eq. 10 regresses the
+first component's eps prediction onto the second's, as SDS regresses eps_hat onto eps. Poole's skip
+replaces d eps_hat(x_t1) / d x_pi by the identity and folds the constant factors into the weight, as
+DreamFusion folds them into w(t). With ``skip_jacobian_of="eps"`` (the default, and what the
+authors' public code computes):
 
-    grad_b = lambda_b (D(x_t1) - D(x_hat_t2))      [B, C, h, w], detached
-    loss   = 0.5 sum_b ||x_b - sg(x_b - grad_b)||^2 / B,   so d loss / d x_b = grad_b / B,
+    grad_b = w_b (eps_hat(x_t1) - eps_hat(x_hat_t2)) = w_b (D(x_hat_t2) - D(x_t1)) / sigma_t2   [B, C, h, w]
+    loss   = 0.5 sum_b ||x_b - sg(x_b - grad_b)||^2 / B,   so d loss / d x_b = grad_b / B.
 
-i.e. exactly the gradient of ``0.5 * mean_b lambda_b ||D(x_t1) - sg(D(x_hat_t2))||^2`` with
-dD(x_t1)/dx taken as the identity (E_pi over the B views is a mean).
+Taking dD(x_t1)/dx_pi as the identity instead (``skip_jacobian_of="x0"``) gives the same vector
+with the opposite sign, grad_b = w_b (D(x_t1) - D(x_hat_t2)) / sigma_t2. That reading pushes renders
+away from the data: against an exact Gaussian-mixture denoiser it drifts to the wrong class, where
+the eps skip moves towards the prompt's modes (tests/test_guidance.py). E_pi over the B views is
+a mean.
 
-lambda(t2): the paper calls it "the loss weight" and never gives it ("λ(t) denotes the loss
-weight", Sec. 3). We choose ``lambda(t) = w(t) / sigma_t2`` with DreamFusion's
-w(t) = 1 - abar_t, which puts the gradient in DreamFusion's eps units:
-D(x_t1) - D(x_hat_t2) = sigma_t2 (eps_hat(x_hat_t2, t2) - eps_hat(x_t1, t1)), so with
-weight_by="t1" the gradient equals the one in the authors' public code, and the default weight_by="t2" evaluates w at
-t2 as Eq. 10 writes. ``weighting="uniform"`` drops w (lambda = 1 / sigma_t2).
+The weight: the paper writes lambda(t2), "the loss weight", and never gives it (Sec. 3). We
+take DreamFusion's w(t) = 1 - abar_t, so the gradient is in SDS's units; the default
+``weight_by="t2"`` evaluates it at t2 as Eq. 10 writes, ``"t1"`` as the public code does.
+``weighting="uniform"`` sets w = 1.
 
 Paper defaults versus the authors' public code (the code's choice is an option):
 - lambda evaluated at t2 (``weight_by="t2"``) vs. at t1 (``"t1"``);
@@ -64,6 +69,7 @@ from distill3d.guidance.timestep_schedules import (
 
 TimestepSampling = Literal["cds", "random", "predetermined"]
 CdsWeighting = Literal["one_minus_alpha_bar", "uniform"]
+JacobianSkip = Literal["eps", "x0"]
 
 
 @dataclass
@@ -78,12 +84,13 @@ class CDSConfig:
     cfg_start: float = 50.0  # Sec. B.1: CFG decreased linearly from 50 ...
     cfg_end: float = 20.0  # ... to 20 over training
     cfg_form: CfgForm = "standard"  # paper: uncond + s (cond - uncond); "code": cond + s (cond - uncond)
-    weighting: CdsWeighting = "one_minus_alpha_bar"  # w in lambda = w / sigma_t2 (module docstring)
+    weighting: CdsWeighting = "one_minus_alpha_bar"  # w(t) = 1 - abar_t as DreamFusion (module docstring)
     weight_by: Literal["t2", "t1"] = "t2"  # Eq. 10 writes lambda(t2); the public code weights by t1
     t_sampling: TimestepSampling = "cds"  # Eq. 12 + random t1; "random" = ablation (a), "predetermined" = (b)
     fixed_noise: bool = True  # Algorithm 1: one eps* for the run; False = ablation (c)
     share_noise_across_views: bool = False  # public code: one noise slice repeated over the batch
     seed: int = 0  # fixed noise from seed; t1 (and fresh noise) from (seed, step)
+    skip_jacobian_of: JacobianSkip = "eps"  # Sec. 4.2 "follow Poole et al."; "x0" flips the sign (docstring)
 
 
 class CDSLoss:
@@ -137,7 +144,7 @@ class CDSLoss:
         return eps.expand(batch, *shape[1:])
 
     def __call__(self, images: Tensor, teacher: Teacher, cond: Any, step: int) -> tuple[Tensor, dict[str, float]]:
-        """CDS loss whose gradient w.r.t. x = encode_images(images) is lambda (D(x_t1) - D(x_hat_t2)) / B."""
+        """CDS loss whose gradient w.r.t. x = encode_images(images) is w (eps_hat(x_t1) - eps_hat(x_hat_t2)) / B."""
         c = self.config
         x = teacher.encode_images(images).float()  # x_pi [B, C, h, w], differentiable
         batch = x.shape[0]
@@ -158,8 +165,14 @@ class CDSLoss:
             d2 = teacher.denoise(sigma_space_to_vp(x_hat_t2, abar2), t2, cond, scale).x0.float()
             weight_abar = abar2 if c.weight_by == "t2" else abar1
             w = (1 - weight_abar) if c.weighting == "one_minus_alpha_bar" else torch.ones_like(weight_abar)
-            lam = w / sigma2  # lambda (module docstring)
-            grad = torch.nan_to_num(broadcast_like(lam, x) * (d1 - d2))
+            per_sigma2 = w / sigma2  # w / sigma_t2: D-differences to eps units (module docstring)
+            if c.skip_jacobian_of == "eps":
+                residual = d2 - d1  # = sigma_t2 (eps_hat(x_t1) - eps_hat(x_hat_t2))
+            elif c.skip_jacobian_of == "x0":
+                residual = d1 - d2
+            else:
+                raise ValueError(f"unknown skip_jacobian_of {c.skip_jacobian_of!r}; expected 'eps' or 'x0'")
+            grad = torch.nan_to_num(broadcast_like(per_sigma2, x) * residual)
         target = (x - grad).detach()
         loss = 0.5 * (x - target).square().sum() / batch
         stats = {
@@ -167,7 +180,7 @@ class CDSLoss:
             "t1": float(t1_frac.mean()),
             "t2": float(t2_frac.mean()),
             "cfg": float(cfg),
-            "lambda": float(lam.mean()),
+            "weight": float(w.mean()),
             "grad_norm": float(grad.norm()),
         }
         return loss, stats

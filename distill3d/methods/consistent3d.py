@@ -30,7 +30,7 @@ from distill3d.devices import pick_device
 from distill3d.diffusion.guidance_cfg import CfgForm
 from distill3d.errors import UserError
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
-from distill3d.guidance.cds import TimestepSampling
+from distill3d.guidance.cds import JacobianSkip, TimestepSampling
 from distill3d.guidance.timestep_schedules import linear_anneal
 from distill3d.methods.fit_scenes import FitScene, build_fit_scene, scene_for_checkpoint
 from distill3d.methods.step_timer import StepTimer
@@ -54,11 +54,10 @@ class Consistent3DConfig:
     """Settings of ``distill3d text-to-3d``; paper numbers cited, our choices marked as such.
 
     The guidance scales are the papers' (CDS 50 -> 20, SDS 100), chosen there for Stable
-    Diffusion. With the shipped world teacher CDS at 50 -> 20 fails (no prompt recognised in a
-    1000-step Gaussians table). CPU checks show that scale pushes the teacher's estimate far
-    from a perfect render and that CDS tells right from wrong best near 10, yet CDS also failed
-    at 3-10 in 2D distillation; no world default is set until a scale is measured in 3D
-    (benchmarks/RESULTS.md).
+    Diffusion. CDS's gradient follows the paper's "reparameterize ... following Poole et al."
+    (``skip_jacobian_of="eps"``, as the authors' code); the other reading of the Jacobian skip
+    flips its sign and made every CDS result of our first table fail (guidance/cds.py,
+    benchmarks/RESULTS.md).
     """
 
     representation: Representation = "nerf"  # Sec. 4.3 coarse NeRF; "gaussians" = the 3DGS variant (Sec. B.3)
@@ -89,6 +88,7 @@ class Consistent3DConfig:
     cfg_form: CfgForm = "standard"           # Eq. 7 form; "code" = cond + s (cond - uncond)
     weight_by: Literal["t2", "t1"] = "t2"    # Eq. 10 lambda(t2); the public code weights by t1
     share_noise_across_views: bool = False   # public code: one noise image for all views
+    skip_jacobian_of: JacobianSkip = "eps"   # Sec. 4.2 "follow Poole et al."; "x0" flips the sign (guidance/cds.py)
     sds_guidance_scale: float = 100.0        # DreamFusion Sec. 3 (only with --guidance sds)
     # shading augmentation (Magic3D / DreamFusion): albedo * (ambient + (1 - ambient) max(0, n.l))
     shaded_share: float = 0.8                # Sec. B.1 shading ablation: 80% shaded, 20% colour
@@ -235,7 +235,8 @@ def build_guidance(config: Consistent3DConfig) -> CDSLoss | SDSLoss:
                                  total_steps=config.steps, cfg_start=config.cfg_start, cfg_end=config.cfg_end,
                                  cfg_form=config.cfg_form, weight_by=config.weight_by,
                                  t_sampling=config.t_sampling, fixed_noise=config.fixed_noise,
-                                 share_noise_across_views=config.share_noise_across_views, seed=config.seed))
+                                 share_noise_across_views=config.share_noise_across_views,
+                                 skip_jacobian_of=config.skip_jacobian_of, seed=config.seed))
     return SDSLoss(SDSConfig(guidance_scale=config.sds_guidance_scale, total_steps=config.steps,
                              cfg_form=config.cfg_form, seed=config.seed))
 
