@@ -31,6 +31,7 @@ VARIANTS: dict[str, dict] = {
     "cds_b_predetermined_t": {"t_sampling": "predetermined"},   # ablation (b)
     "cds_c_fresh_noise": {"fixed_noise": False},                # ablation (c)
     "cds": {},                                                  # (d) full CDS
+    "cds_x0_skip": {"skip_jacobian_of": "x0"},                  # the other reading of Sec. 4.2 (guidance/cds.py)
 }
 METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr")
 
@@ -65,6 +66,8 @@ def run_worker(args) -> None:
 
     device_name = f"cuda:{args.worker % args.gpus}" if args.gpus > 1 else args.device
     device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     classifier = WorldClassifier.from_pretrained(device=device)
     eval_config = TextTo3DEvalConfig()
     base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,

@@ -55,3 +55,17 @@ def test_graphed_teacher_denoises_like_the_eager_one():
         want, got = eager.denoise(x, t, cond, 4.0), graphed.denoise(x, t, cond, 4.0)
         torch.testing.assert_close(got.x0, want.x0, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(got.eps, want.eps, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_replay_on_a_gpu_other_than_the_current_one():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).to("cuda:1").eval()
+    graphed = GraphedForward(net)
+    assert torch.cuda.current_device() == 0
+    with torch.no_grad():
+        for seed in range(2):
+            x = torch.randn(5, 16, device="cuda:1", generator=torch.Generator("cuda:1").manual_seed(seed))
+            out = graphed(x)
+            assert out.device == x.device
+            torch.testing.assert_close(out, net(x))

@@ -46,6 +46,10 @@ class GraphedForward:
     def __call__(self, *inputs: Tensor) -> Tensor:
         if not self._replayable(inputs):
             return self.fn(*inputs)
+        with torch.cuda.device(inputs[0].device):  # capture and replay on the inputs' GPU, not the current one
+            return self._replay(inputs)
+
+    def _replay(self, inputs: tuple[Tensor, ...]) -> Tensor:
         signature = tuple((tuple(x.shape), x.dtype) for x in inputs)
         recording = self.recordings.get(signature)
         if recording is None:
