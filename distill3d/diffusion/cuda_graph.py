@@ -78,7 +78,7 @@ class GraphedForward:
                 self.fn(*buffers)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):  # torch's default capture stream lives on the first GPU used
             output = self.fn(*buffers)
         return _Recording(graph, buffers, output)
 
