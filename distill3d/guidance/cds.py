@@ -24,7 +24,7 @@ authors' public code computes):
 Taking dD(x_t1)/dx_pi as the identity instead (``skip_jacobian_of="x0"``) gives the same vector
 with the opposite sign, grad_b = w_b (D(x_t1) - D(x_hat_t2)) / sigma_t2. That reading pushes renders
 away from the data: against an exact Gaussian-mixture denoiser it drifts to the wrong class, where
-the eps skip moves towards the prompt's modes (tests/test_guidance.py). E_pi over the B views is
+the eps skip moves towards the prompt's modes (tests/test_cds_exact_denoiser.py). E_pi over the B views is
 a mean.
 
 The weight: the paper writes lambda(t2), "the loss weight", and never gives it (Sec. 3). We
@@ -33,7 +33,7 @@ take DreamFusion's w(t) = 1 - abar_t, so the gradient is in SDS's units; the def
 ``weighting="uniform"`` sets w = 1.
 
 Paper defaults versus the authors' public code (the code's choice is an option):
-- lambda evaluated at t2 (``weight_by="t2"``) vs. at t1 (``"t1"``);
+- w evaluated at t2 (``weight_by="t2"``) vs. at t1 (``"t1"``);
 - CFG ``uncond + s (cond - uncond)`` (``cfg_form="standard"``) vs. ``cond + s (cond - uncond)``;
 - one noise slice per view (the fixed eps* is [B, C, h, w]) vs. one slice shared by all views
   (``share_noise_across_views``).
