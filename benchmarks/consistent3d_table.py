@@ -66,7 +66,7 @@ def run_worker(args) -> None:
 
     device_name = f"cuda:{args.worker % args.gpus}" if args.gpus > 1 else args.device
     device = torch.device(device_name)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     classifier = WorldClassifier.from_pretrained(device=device)
     eval_config = TextTo3DEvalConfig()
