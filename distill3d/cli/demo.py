@@ -3,10 +3,10 @@
 Text-to-3D (Consistent3D's pipeline) for one world prompt with the shipped teacher, cut down
 so that it ends in a few minutes on 2 CPU cores: 3D Gaussians, 2 cameras per step instead of
 12, 180 steps instead of 2000, and SDS, which costs one teacher call a step where CDS costs
-two and scores higher with this teacher (benchmarks/RESULTS.md). The result is a coloured,
-grainy blob near the prompt's colour and pattern, not the object: the teacher's 64x64 forward
-pass costs about 0.2 s per image here, and that budget buys a few hundred. The world's exact
-turntable of the same prompt is written beside it, and the world classifier scores it.
+two and scores higher with this teacher (benchmarks/RESULTS.md). The result is a grainy blob in
+the prompt's colour, not the object: the teacher's 64x64 forward pass costs about 0.2 s per
+image here, so the time budget buys a few hundred teacher images. The world's exact turntable of
+the same prompt is written beside it, and the world classifier scores the result.
 
 ``--reconstruct`` runs the earlier demo instead: a multi-view data set of the object, fitted
 as 3D Gaussians and scored on views it never saw. Every output lands in ``--out``.
