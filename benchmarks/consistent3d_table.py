@@ -10,9 +10,9 @@ the reference after the best rotation about the up axis).
 Runs are spread over ``--workers`` processes, round-robin over ``--gpus`` GPUs. Processes on
 one GPU are time-sliced, so the gain is modest once the teacher runs from CUDA graphs: on an
 H100, 8 CDS workers took 142 s for their 1000-step runs, where one after another (24 ms per
-step alone) would take about 200 s (benchmarks/RESULTS.md). A finished run keeps its metrics JSON, so the
-command can be repeated to finish an interrupted table. ``--strips K`` writes an 8-view PNG
-strip of the first K prompts of every row (for side-by-side turntables).
+step alone) would take about 200 s (benchmarks/RESULTS.md). A finished run keeps its metrics
+JSON, so the command can be repeated to finish an interrupted table. ``--strips K`` writes an
+8-view PNG strip of the first K prompts of every row (for side-by-side turntables).
 """
 
 from __future__ import annotations

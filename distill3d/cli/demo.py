@@ -67,11 +67,11 @@ def reference_turntable(obj, path: Path) -> Path:
 def run_text_to_3d(args: argparse.Namespace) -> int:
     from distill3d.eval.classifier import WorldClassifier
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
-    from distill3d.methods.consistent3d import Consistent3DConfig, check_prompt, text_to_3d
+    from distill3d.methods.consistent3d import WORLD_TEACHER, Consistent3DConfig, check_prompt, text_to_3d
     from distill3d.world import parse_prompt
 
     prompt = args.prompt or DEFAULT_PROMPT
-    obj, _ = parse_prompt(check_prompt(prompt, "world"))
+    obj, _ = parse_prompt(check_prompt(prompt, WORLD_TEACHER))
     out = prepare_out(args)
     start = time.perf_counter()
     print(f"[1/3] the world's exact turntable of '{obj.prompt}'")

@@ -70,6 +70,7 @@ from distill3d.guidance.timestep_schedules import (
 TimestepSampling = Literal["cds", "random", "predetermined"]
 CdsWeighting = Literal["one_minus_alpha_bar", "uniform"]
 JacobianSkip = Literal["eps", "x0"]
+RESIDUAL_SIGN: dict[str, float] = {"eps": 1.0, "x0": -1.0}  # gradient = sign w (D(x_hat_t2) - D(x_t1)) / sigma_t2
 
 
 @dataclass
@@ -146,6 +147,8 @@ class CDSLoss:
     def __call__(self, images: Tensor, teacher: Teacher, cond: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """CDS loss whose gradient w.r.t. x = encode_images(images) is w (eps_hat(x_t1) - eps_hat(x_hat_t2)) / B."""
         c = self.config
+        if c.skip_jacobian_of not in RESIDUAL_SIGN:
+            raise ValueError(f"unknown skip_jacobian_of {c.skip_jacobian_of!r}; expected 'eps' or 'x0'")
         x = teacher.encode_images(images).float()  # x_pi [B, C, h, w], differentiable
         batch = x.shape[0]
         schedule = teacher.schedule
@@ -165,14 +168,8 @@ class CDSLoss:
             d2 = teacher.denoise(sigma_space_to_vp(x_hat_t2, abar2), t2, cond, scale).x0.float()
             weight_abar = abar2 if c.weight_by == "t2" else abar1
             w = (1 - weight_abar) if c.weighting == "one_minus_alpha_bar" else torch.ones_like(weight_abar)
-            per_sigma2 = w / sigma2  # w / sigma_t2: D-differences to eps units (module docstring)
-            if c.skip_jacobian_of == "eps":
-                residual = d2 - d1  # = sigma_t2 (eps_hat(x_t1) - eps_hat(x_hat_t2))
-            elif c.skip_jacobian_of == "x0":
-                residual = d1 - d2
-            else:
-                raise ValueError(f"unknown skip_jacobian_of {c.skip_jacobian_of!r}; expected 'eps' or 'x0'")
-            grad = torch.nan_to_num(broadcast_like(per_sigma2, x) * residual)
+            signed_weight = RESIDUAL_SIGN[c.skip_jacobian_of] * w / sigma2  # D-differences to eps units (docstring)
+            grad = torch.nan_to_num(broadcast_like(signed_weight, x) * (d2 - d1))  # d2 - d1 = sigma_t2 (eps1 - eps2)
         target = (x - grad).detach()
         loss = 0.5 * (x - target).square().sum() / batch
         stats = {
