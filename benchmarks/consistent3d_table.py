@@ -12,7 +12,14 @@ one GPU are time-sliced, so the gain is modest once the teacher runs from CUDA g
 H100, 8 CDS workers took 142 s for their 1000-step runs, where one after another (24 ms per
 step alone) would take about 200 s (benchmarks/RESULTS.md). A finished run keeps its metrics
 JSON, so the command can be repeated to finish an interrupted table. ``--strips K`` writes an
-8-view PNG strip of the first K prompts of every row (for side-by-side turntables).
+8-view PNG strip and a 48-frame turntable (turntable.npz, uint8 [48, 128, 128, 3]) of the first K
+prompts of every row; ``benchmarks/turntable_sheet.py`` puts the turntables side by side.
+
+The pure-torch NeRF costs about 0.6 s a step on an H100 at the paper's settings, so the NeRF rows
+are measured with a cheaper scene for every row alike, e.g.
+
+    python benchmarks/consistent3d_table.py --out runs/c3d_table --representation nerf --steps 500 \\
+        --cameras-per-step 4 --num-samples 32 --hash-levels 8 --hash-max-resolution 512
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ VARIANTS: dict[str, dict] = {
     "cds_c_fresh_noise": {"fixed_noise": False},                # ablation (c)
     "cds": {},                                                  # (d) full CDS
     "cds_x0_skip": {"skip_jacobian_of": "x0"},                  # the other reading of Sec. 4.2 (guidance/cds.py)
+    # cameras farther than the paper's 1.5-2.0, so that a world object (radius ~0.9) fits the frame
+    "sds_far": {"guidance": "sds", "distance_min": 2.5, "distance_max": 3.0},
+    "cds_far": {"distance_min": 2.5, "distance_max": 3.0},
 }
+SCENE_OPTIONS = ("cameras_per_step", "num_samples", "hash_levels", "hash_max_resolution")
+"""Consistent3DConfig fields the command line may set for every row (a cheaper NeRF for the table)."""
+TURNTABLE_FRAMES = 48
 METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr")
 
 
@@ -59,7 +72,9 @@ def run_worker(args) -> None:
     from distill3d.eval.classifier import WorldClassifier
     from distill3d.eval.teacher_quality import save_grid
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
-    from distill3d.export import turntable_cameras
+    import numpy as np
+
+    from distill3d.export import render_frames, turntable_cameras
     from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
     from distill3d.methods.fit_scenes import scene_for_checkpoint
     from distill3d.run_dir import RunDir
@@ -70,8 +85,10 @@ def run_worker(args) -> None:
         torch.cuda.set_device(device)
     classifier = WorldClassifier.from_pretrained(device=device)
     eval_config = TextTo3DEvalConfig()
+    scene_options = {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None}
     base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
-                              device=device_name, turntable_frames=0, checkpoint_every=args.steps)
+                              device=device_name, turntable_frames=0, checkpoint_every=args.steps,
+                              **scene_options)
     mine = jobs(args)[args.worker::args.workers]
     durations: list[float] = []
     for variant, index, prompt in mine:
@@ -95,6 +112,9 @@ def run_worker(args) -> None:
             cams = turntable_cameras(8, resolution=128).to(device)
             with torch.no_grad():
                 save_grid(scene.render(cams, background=1.0).rgb.float().cpu(), run_dir / "strip.png", columns=8)
+            frames = render_frames(lambda c: scene.render(c.to(device), background=1.0),
+                                   turntable_cameras(TURNTABLE_FRAMES, resolution=128))
+            np.savez_compressed(run_dir / "turntable.npz", frames=frames)
         metrics_path.write_text(json.dumps(metrics, indent=2))
         durations.append(time.time() - job_start)
         print(f"[worker {args.worker}] {variant} {prompt!r}: R-precision {metrics['r_precision']:.3f} "
@@ -142,6 +162,9 @@ def main() -> None:
                         help="start no run that would end after this many minutes (repeat the command to go on)")
     parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda")
+    for name in SCENE_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
+                            help="Consistent3DConfig." + name + " for every row (default: the config's)")
     args = parser.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
@@ -151,12 +174,15 @@ def main() -> None:
         return
     started = time.perf_counter()
     deadline = [] if args.max_minutes is None else ["--deadline", str(time.time() + 60.0 * args.max_minutes)]
-    warm_up(args.device)
+    if args.representation == "gaussians":
+        warm_up(args.device)
     procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], *deadline, "--worker", str(w)])
              for w in range(args.workers)]
     codes = [p.wait() for p in procs]
     rows = collect(args)
-    result = {"representation": args.representation, "steps": args.steps, "prompts": table_prompts(args.prompts),
+    result = {"representation": args.representation, "steps": args.steps,
+              "scene_options": {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None},
+              "prompts": table_prompts(args.prompts),
               "seed": args.seed, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
     out = Path(args.out) / f"table_{args.representation}.json"

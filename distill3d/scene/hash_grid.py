@@ -138,7 +138,12 @@ class HashEncoding(nn.Module):
         return rows
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        """x01 [N, 3] in [0, 1]^3 (clamped) -> [N, L * F]."""
+        """x01 [N, 3] in [0, 1]^3 (clamped) -> [N, L * F].
+
+        Trilinear blending as three nested lerps (x, then y, then z): fewer and smaller
+        intermediate tensors than forming the 8 corner weights, which matters most for the
+        double backward of the NeRF's normals.
+        """
         N, L, C = x01.shape[0], self.num_levels, self.features_per_level
         x01 = x01.clamp(0.0, 1.0)
         res = self.resolutions.to(x01.dtype)[:, None]                  # [L, 1]
@@ -146,12 +151,11 @@ class HashEncoding(nn.Module):
         cell = torch.minimum(pos.detach().floor(), res - 1)
         frac = pos - cell                                              # [N, L, 3] in [0, 1]
         rows = self._rows(cell.long())                                 # [N, L, 2, 2, 2]
-        w = torch.stack([1.0 - frac, frac], dim=-1)                    # [N, L, 3, 2]
-        wxy = w[:, :, 0, :, None] * w[:, :, 1, None, :]                # [N, L, 2, 2]
-        weights = wxy[..., None] * w[:, :, 2, None, None, :]           # [N, L, 2, 2, 2]
-        feats = self.table.index_select(0, rows.reshape(-1))           # [N * L * 8, C]
-        out = torch.bmm(weights.reshape(N * L, 1, 8), feats.reshape(N * L, 8, C))
-        return out.reshape(N, L * C)
+        feats = self.table.index_select(0, rows.reshape(-1)).reshape(N, L, 2, 2, 2, C)
+        along_x = torch.lerp(feats[:, :, 0], feats[:, :, 1], frac[:, :, 0, None, None, None])  # [N, L, 2, 2, C]
+        along_y = torch.lerp(along_x[:, :, 0], along_x[:, :, 1], frac[:, :, 1, None, None])   # [N, L, 2, C]
+        along_z = torch.lerp(along_y[:, :, 0], along_y[:, :, 1], frac[:, :, 2, None])         # [N, L, C]
+        return along_z.reshape(N, L * C)
 
 
 class HashGridNeRF(nn.Module):
