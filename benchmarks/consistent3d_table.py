@@ -39,6 +39,8 @@ VARIANTS: dict[str, dict] = {
     "cds_c_fresh_noise": {"fixed_noise": False},                # ablation (c)
     "cds": {},                                                  # (d) full CDS
     "cds_x0_skip": {"skip_jacobian_of": "x0"},                  # the other reading of Sec. 4.2 (guidance/cds.py)
+    # the three choices of the authors' public code that the paper does not make (guidance/cds.py)
+    "cds_code_options": {"cfg_form": "code", "weight_by": "t1", "share_noise_across_views": True},
     # cameras farther than the paper's 1.5-2.0, so that a world object (radius ~0.9) fits the frame
     "sds_far": {"guidance": "sds", "distance_min": 2.5, "distance_max": 3.0},
     "cds_far": {"distance_min": 2.5, "distance_max": 3.0},
