@@ -67,15 +67,19 @@ def jobs(args) -> list[tuple[str, int, str]]:
     return [(v, i, p) for v in variants for i, p in enumerate(table_prompts(args.prompts))]
 
 
+def scene_options(args) -> dict[str, int]:
+    """The SCENE_OPTIONS given on the command line."""
+    return {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None}
+
+
 def run_worker(args) -> None:
     """Run and score this worker's share of the jobs, one after another."""
+    import numpy as np
     import torch
 
     from distill3d.eval.classifier import WorldClassifier
     from distill3d.eval.teacher_quality import save_grid
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
-    import numpy as np
-
     from distill3d.export import render_frames, turntable_cameras
     from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
     from distill3d.methods.fit_scenes import scene_for_checkpoint
@@ -87,10 +91,9 @@ def run_worker(args) -> None:
         torch.cuda.set_device(device)
     classifier = WorldClassifier.from_pretrained(device=device)
     eval_config = TextTo3DEvalConfig()
-    scene_options = {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None}
     base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
                               device=device_name, turntable_frames=0, checkpoint_every=args.steps,
-                              **scene_options)
+                              **scene_options(args))
     mine = jobs(args)[args.worker::args.workers]
     durations: list[float] = []
     for variant, index, prompt in mine:
@@ -183,7 +186,7 @@ def main() -> None:
     codes = [p.wait() for p in procs]
     rows = collect(args)
     result = {"representation": args.representation, "steps": args.steps,
-              "scene_options": {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None},
+              "scene_options": scene_options(args),
               "prompts": table_prompts(args.prompts),
               "seed": args.seed, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
