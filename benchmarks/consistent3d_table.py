@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict] = {
 SCENE_OPTIONS = ("cameras_per_step", "num_samples", "hash_levels", "hash_max_resolution")
 """Consistent3DConfig fields the command line may set for every row (a cheaper NeRF for the table)."""
 TURNTABLE_FRAMES = 48
+STRIP_VIEWS = 8  # a divisor of TURNTABLE_FRAMES: the strip is every 6th turntable frame
 METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr")
 
 
@@ -114,12 +115,11 @@ def run_worker(args) -> None:
             run = RunDir(run_dir)
             scene = scene_for_checkpoint(config, run, device)
             run.load_checkpoint(scene.modules(), device=device)
-            cams = turntable_cameras(8, resolution=128).to(device)
-            with torch.no_grad():
-                save_grid(scene.render(cams, background=1.0).rgb.float().cpu(), run_dir / "strip.png", columns=8)
             frames = render_frames(lambda c: scene.render(c.to(device), background=1.0),
                                    turntable_cameras(TURNTABLE_FRAMES, resolution=128))
             np.savez_compressed(run_dir / "turntable.npz", frames=frames)
+            strip = frames[::TURNTABLE_FRAMES // STRIP_VIEWS]  # the 8 views at 0, 45, ... 315 degrees
+            save_grid(torch.from_numpy(strip).float() / 255.0, run_dir / "strip.png", columns=STRIP_VIEWS)
         metrics_path.write_text(json.dumps(metrics, indent=2))
         durations.append(time.time() - job_start)
         print(f"[worker {args.worker}] {variant} {prompt!r}: R-precision {metrics['r_precision']:.3f} "
