@@ -10,6 +10,8 @@ from distill3d.diffusion.train import Generators, save_weights
 from distill3d.errors import UserError
 from distill3d.eval.classifier import (HEADS, ClassifierTask, WorldClassifier, attribute_labels, augment,
                                        classifier_loss, has_front, tiny_config)
+from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
+                                                allowed_permutations, looks_like_heldout, recolour)
 from distill3d.eval.teacher_quality import evaluate_classifier
 from distill3d.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
@@ -84,3 +86,50 @@ def test_classifier_loads_and_evaluates(tmp_path):
     assert {"shape_accuracy", "colour_accuracy", "pattern_accuracy", "bucket_accuracy_front_shapes", "passed"} <= set(metrics)
     with pytest.raises(UserError):
         WorldClassifier.from_pretrained(tmp_path / "missing")
+
+
+def test_recolouring_permutes_channels_and_hides_only_those_colour_labels():
+    objects = [o for o in all_objects() if o.shape == "cube"][:16]
+    index = torch.tensor([o.index for o in objects])
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    allowed = allowed_permutations()
+    gen = torch.Generator().manual_seed(0)
+    y, colour_known = recolour(x, index, 0.5, allowed, gen)
+    assert 0 < int((~colour_known).sum()) < 16
+    for i in range(16):
+        if colour_known[i]:
+            assert torch.equal(y[i], x[i])
+        else:
+            matches = [p for p in CHANNEL_PERMUTATIONS if torch.equal(y[i], x[i][list(p)])]
+            assert matches and allowed[index[i], CHANNEL_PERMUTATIONS.index(matches[0])]
+    same, known = recolour(x, index, 0.0, allowed, gen)
+    assert torch.equal(same, x) and bool(known.all())
+
+
+def test_no_allowed_recolouring_looks_like_a_heldout_object():
+    allowed = allowed_permutations()
+    green_sphere = WorldObject("green", "plain", "sphere")  # (G, R, B) order makes it nearly red: held out
+    assert looks_like_heldout(green_sphere, (1, 0, 2))
+    assert not allowed[green_sphere.index, CHANNEL_PERMUTATIONS.index((1, 0, 2))]
+    heldout = heldout_objects()
+    for obj in all_objects():
+        for j, p in enumerate(CHANNEL_PERMUTATIONS):
+            if not allowed[obj.index, j] or obj.pattern != "plain":
+                continue
+            permuted = torch.tensor(COLOURS[obj.colour])[list(p)]
+            for twin in heldout:
+                if (twin.shape, twin.pattern) == (obj.shape, obj.pattern):
+                    assert (permuted - torch.tensor(COLOURS[twin.colour])).norm() >= LOOKALIKE_DISTANCE, (obj, p)
+    assert allowed.float().mean() > 0.9  # the guard removes few permutations
+
+
+def test_colour_loss_ignores_images_without_a_colour_label():
+    logits = {name: torch.zeros(2, len(words)) for name, words in HEADS.items()}
+    index = torch.tensor([WorldObject("red", "plain", "torus").index, WorldObject("blue", "plain", "torus").index])
+    bucket = torch.tensor([0, 0])
+    known = torch.tensor([True, False])
+    base = classifier_loss(logits, index, bucket, known)
+    logits["colour"][1, 0] = 40.0  # a confident wrong colour on the recoloured image does not matter
+    assert torch.isclose(classifier_loss(logits, index, bucket, known), base)
+    logits["colour"][0, 0] = 40.0  # the red image's colour is now right
+    assert classifier_loss(logits, index, bucket, known) < base - 1.0

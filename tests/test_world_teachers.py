@@ -13,7 +13,7 @@ from distill3d.cli import main
 from distill3d.diffusion.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
                                                    sample_multiview_groups, split_groups)
 from distill3d.diffusion.teacher import Teacher
-from distill3d.diffusion.train import RunOptions, diffusion_loss, run_training, save_weights
+from distill3d.diffusion.train import OptimConfig, RunOptions, diffusion_loss, lr_at, run_training, save_weights
 from distill3d.diffusion.train_multiview import MultiViewTask, tiny_config as tiny_multiview
 from distill3d.diffusion.train_text_to_image import TextToImageTask, tiny_config as tiny_text_to_image
 from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet
@@ -257,3 +257,14 @@ def test_eval_of_untrained_tiny_teachers_returns_the_metrics(models, tmp_path):
                  "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert {"psnr", "ssim", "psnr_per_view", "passed"} <= set(metrics) and len(metrics["psnr_per_view"]) == 2
+
+
+def test_learning_rate_warms_up_then_anneals_to_zero_at_the_last_step():
+    constant = OptimConfig(lr=1e-3, warmup_steps=10)
+    assert lr_at(constant, 0, 100) == pytest.approx(1e-4)
+    assert lr_at(constant, 9, 100) == lr_at(constant, 99, 100) == pytest.approx(1e-3)
+    annealed = replace(constant, anneal_steps=40)
+    assert lr_at(annealed, 59, 100) == pytest.approx(1e-3)
+    assert lr_at(annealed, 80, 100) == pytest.approx(0.5e-3)
+    assert lr_at(annealed, 99, 100) == pytest.approx(1e-3 / 40)
+    assert lr_at(annealed, 100, 100) == 0.0

@@ -2,6 +2,7 @@
 
     distill3d teacher train {text-to-image,multiview,classifier} --out DIR [--resume] [--max-minutes M]
                             [--steps N] [--batch-size B] [--lr LR] [--seed S] [--device D] [--tiny]
+                            [--warmup-steps W] [--anneal-steps A]
                             [--export-to distill3d/weights/NAME] [--init-from DIR]
     distill3d teacher sample --prompt P [--teacher NAME|PATH] [--seed S] [--count N] --out PNG
     distill3d teacher sample-multiview (--prompt P | --image PNG) [--teacher NAME|PATH] --out PNG
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="batch per process (default: the config's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear lr warm-up (default: the config's)")
+    p.add_argument("--anneal-steps", type=int, default=None,
+                   help="decay lr linearly to 0 over the last N of --steps (default: the config's, 0 = constant)")
     p.add_argument("--pool-size", type=int, default=None, help="render pool entries (default: the config's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
@@ -124,7 +128,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = tiny() if args.tiny else config_cls()
     optim = config.optim
-    for name in ("batch_size", "lr", "seed"):
+    for name in ("batch_size", "lr", "seed", "warmup_steps", "anneal_steps"):
         if getattr(args, name) is not None:
             optim = replace(optim, **{name: getattr(args, name)})
     config = replace(config, optim=optim)

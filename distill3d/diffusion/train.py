@@ -10,8 +10,8 @@ A run is a folder (``distill3d.run_dir.RunDir``)::
 
 The loop runs under ``accelerate`` (``accelerate launch`` spreads it over GPUs with no code
 change; every process renders its own pool from its own seed and the batch size is per
-process), with bf16 autocast on CUDA and full precision on CPU, AdamW with linear warm-up,
-gradient clipping, an EMA of the weights, and a time budget: with ``max_minutes`` it saves
+process), with bf16 autocast on CUDA and full precision on CPU, AdamW with linear warm-up
+(and optionally a linear decay to zero at the end), gradient clipping, an EMA of the weights, and a time budget: with ``max_minutes`` it saves
 and returns before the budget is spent, and ``resume`` continues exactly where it stopped
 (same pool, same random streams, so the next step is the one an uninterrupted run takes).
 """
@@ -53,6 +53,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
+    anneal_steps: int = 0  # linear decay of lr to 0 over the run's last anneal_steps steps (0: constant)
 
 
 @dataclass
@@ -160,9 +161,13 @@ def make_accelerator(device: str = "auto"):
     return Accelerator(cpu=use_cpu, mixed_precision="no" if use_cpu else "bf16")
 
 
-def lr_at(config: OptimConfig, step: int) -> float:
-    """Linear warm-up to ``lr``, then constant (the EMA does the averaging)."""
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+def lr_at(config: OptimConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up to ``lr``, then constant (the EMA does the averaging); with
+    ``anneal_steps`` a linear decay to 0 at ``total_steps`` over that many last steps."""
+    lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if config.anneal_steps > 0:
+        lr *= min(1.0, max(0.0, (total_steps - step) / config.anneal_steps))
+    return lr
 
 
 def save_weights(module: nn.Module, path: Path, dtype: torch.dtype, metadata: dict[str, str] | None = None) -> Path:
@@ -304,7 +309,7 @@ def run_training(task: TrainingTask, options: RunOptions) -> dict:
         t0 = time.monotonic()
         pool.maybe_refresh(step, generators.data)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr_at(cfg, step, total_steps)
         loss = task.loss(model, pool, cfg.batch_size, generators)
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
@@ -319,7 +324,7 @@ def run_training(task: TrainingTask, options: RunOptions) -> dict:
         if step % options.log_every == 0 or step == total_steps:
             mean_loss = running_loss.item() / window_steps
             seconds = time.monotonic() - window_start
-            record = {"step": step, "loss": mean_loss, "lr": lr_at(cfg, step - 1),
+            record = {"step": step, "loss": mean_loss, "lr": lr_at(cfg, step - 1, total_steps),
                       "images_per_second": window_steps * cfg.batch_size * accelerator.num_processes / seconds,
                       "seconds": seconds, "render_seconds": pool.render_seconds - window_render,
                       "elapsed_minutes": (time.monotonic() - started) / 60.0}

@@ -8,7 +8,9 @@ method: attribute accuracy and R-precision (``prompt_log_likelihood``).
 
 Augmentation keeps colour identity: no colour or brightness jitter; only a random
 down-and-up resampling (blur) and a little Gaussian pixel noise, so that soft or slightly
-noisy renders of learned 3D models are read like sharp ones.
+noisy renders of learned 3D models are read like sharp ones. Separately, half of each batch
+has its RGB channels permuted and no colour label (``classifier_recolour``), so that shape,
+pattern and view are read independently of the colour.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from distill3d.devices import pick_device
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.train import Generators, OptimConfig, load_weights
 from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras
+from distill3d.eval.classifier_recolour import allowed_permutations, recolour
 from distill3d.world.prompts import WorldObject
 from distill3d.world.vocabulary import COLOURS, PATTERNS, SHAPES, SHAPES_WITH_FRONT, VIEW_BUCKETS
 
@@ -165,6 +168,7 @@ class ClassifierTrainConfig:
                                                                    weight_decay=0.05))
     blur_probability: float = 0.3  # down-and-up resampling by a factor in [0.4, 1]
     noise_std_max: float = 0.03  # Gaussian pixel noise, std uniform in [0, max] (images in [0, 1])
+    recolour_fraction: float = 0.5  # share of each batch with permuted channels and no colour label
 
 
 def tiny_config() -> ClassifierTrainConfig:
@@ -193,10 +197,17 @@ def augment(x: Tensor, config: ClassifierTrainConfig, generators: Generators) ->
     return x
 
 
-def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Tensor) -> Tensor:
-    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front."""
+def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Tensor,
+                    colour_known: Tensor | None = None) -> Tensor:
+    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front.
+
+    colour_known: [B] bool; the colour cross-entropy is averaged over those images only
+    (recoloured images, ``classifier_recolour``, have no colour label)."""
     labels = attribute_labels(object_index)
-    loss = sum(F.cross_entropy(logits[name].float(), labels[name]) for name in ATTRIBUTES)
+    loss = sum(F.cross_entropy(logits[name].float(), labels[name]) for name in ("shape", "pattern"))
+    colour_ce = F.cross_entropy(logits["colour"].float(), labels["colour"], reduction="none")
+    known = torch.ones_like(colour_ce) if colour_known is None else colour_known.float()
+    loss = loss + (colour_ce * known).sum() / known.sum().clamp_min(1.0)
     front = has_front(labels["shape"]).float()
     bucket_ce = F.cross_entropy(logits["bucket"].float(), bucket, reduction="none")
     return loss + (bucket_ce * front).sum() / front.sum().clamp_min(1.0)
@@ -211,6 +222,7 @@ class ClassifierTask:
         if config.pool.resolution != config.net.resolution:
             raise ValueError("pool.resolution must equal net.resolution")
         self.config = config
+        self.allowed_recolours = allowed_permutations()
 
     def build_model(self) -> nn.Module:
         return WorldClassifier(self.config.net)
@@ -220,5 +232,7 @@ class ClassifierTask:
 
     def loss(self, model: nn.Module, pool: RenderPool, batch_size: int, generators: Generators) -> Tensor:
         index = pool.sample_indices(batch_size, generators.data)
+        objects = pool.object_index[index]
         x = augment(pool.images_float(index)[:, 0], self.config, generators)
-        return classifier_loss(model(x), pool.object_index[index], pool.bucket[index][:, 0])
+        x, colour_known = recolour(x, objects, self.config.recolour_fraction, self.allowed_recolours, generators.noise)
+        return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known)
