@@ -1,6 +1,6 @@
 """How often the two-tone pattern cannot be seen: the ceiling on the classifier's pattern accuracy.
 
-    PYTHONPATH=. python benchmarks/pattern_visibility.py --count 2048 --out pattern_visibility.json
+    PYTHONPATH=. python benchmarks/pattern_visibility.py --count 2048 --out pattern_visibility.json [--classifier DIR]
 
 Two-tone paints z < 0 in the secondary colour, so from above the lower half may be hidden and
 "a red two-tone sphere" looks exactly like "a red plain sphere". On the objects and cameras of
@@ -8,7 +8,7 @@ Two-tone paints z < 0 in the secondary colour, so from above the lower half may 
 (same shape and colour, plain <-> two-tone) at the same camera; a view is indistinguishable
 when fewer than ``--max-pixel-share`` of its pixels differ by more than ``--pixel-tolerance``
 in any channel. Reported: the indistinguishable share (overall, per elevation band, per shape),
-the shipped classifier's pattern accuracy on all, distinguishable and indistinguishable views,
+the classifier's (default: the shipped one) pattern accuracy on all, distinguishable and indistinguishable views,
 and the accuracy ceiling if indistinguishable views are at best guessed right half the time.
 """
 
@@ -51,11 +51,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pixel-tolerance", type=float, default=0.1)
     parser.add_argument("--max-pixel-share", type=float, default=0.001)
+    parser.add_argument("--classifier", default="world-classifier", help="model folder or shipped name")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     start = time.perf_counter()
 
-    classifier = WorldClassifier.from_pretrained(device="cpu")
+    classifier = WorldClassifier.from_pretrained(args.classifier, device="cpu")
     objects = eval_objects(args.count)
     cams, params = _views(args.count, classifier.config.resolution, args.seed, torch.device("cpu"))
     images = render_views(objects, cams)
@@ -79,7 +80,7 @@ def main() -> None:
         if of_shape.any():
             per_shape[name] = {"views": int(of_shape.sum()), "indistinguishable_share": share(hidden[of_shape])}
     result = {
-        "count": args.count, "seed": args.seed, "pixel_tolerance": args.pixel_tolerance,
+        "classifier": args.classifier, "count": args.count, "seed": args.seed, "pixel_tolerance": args.pixel_tolerance,
         "max_pixel_share": args.max_pixel_share, "plain_or_two_tone_views": int(pair.sum()),
         "indistinguishable_views": int(hidden.sum()),
         "indistinguishable_share_of_pairs": share(hidden[pair]),
