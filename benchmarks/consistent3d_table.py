@@ -90,7 +90,7 @@ def run_worker(args) -> None:
     device = torch.device(device_name)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    classifier = WorldClassifier.from_pretrained(device=device)
+    classifier = WorldClassifier.from_pretrained(args.classifier, device=device)
     eval_config = TextTo3DEvalConfig()
     base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
                               device=device_name, turntable_frames=0, checkpoint_every=args.steps,
@@ -167,6 +167,9 @@ def main() -> None:
                         help="start no run that would end after this many minutes (repeat the command to go on)")
     parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--classifier", default="world-classifier",
+                        help="judge: model folder or shipped name (the tables of 2026-11-28 used the classifier of "
+                             "commit f7a3405, see benchmarks/RESULTS.md)")
     for name in SCENE_OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                             help="Consistent3DConfig." + name + " for every row (default: the config's)")
@@ -188,7 +191,7 @@ def main() -> None:
     result = {"representation": args.representation, "steps": args.steps,
               "scene_options": scene_options(args),
               "prompts": table_prompts(args.prompts),
-              "seed": args.seed, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
+              "seed": args.seed, "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
     out = Path(args.out) / f"table_{args.representation}.json"
     out.write_text(json.dumps(result, indent=2))

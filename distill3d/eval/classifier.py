@@ -162,10 +162,10 @@ class ClassifierTrainConfig:
     kind: str = KIND
     net: ClassifierNetConfig = field(default_factory=ClassifierNetConfig)
     cameras: ViewCameras = field(default_factory=ViewCameras)
-    pool: RenderPoolConfig = field(default_factory=RenderPoolConfig)
-    steps: int = 6000  # may be raised when resuming, to extend a run
+    pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(size=8192))
+    steps: int = 5000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=1e-3, warmup_steps=200,
-                                                                   weight_decay=0.05))
+                                                                   weight_decay=0.05, anneal_steps=5000))
     blur_probability: float = 0.3  # down-and-up resampling by a factor in [0.4, 1]
     noise_std_max: float = 0.03  # Gaussian pixel noise, std uniform in [0, max] (images in [0, 1])
     recolour_fraction: float = 0.5  # share of each batch with permuted channels and no colour label
