@@ -11,9 +11,10 @@ A run is a folder (``distill3d.run_dir.RunDir``)::
 The loop runs under ``accelerate`` (``accelerate launch`` spreads it over GPUs with no code
 change; every process renders its own pool from its own seed and the batch size is per
 process), with bf16 autocast on CUDA and full precision on CPU, AdamW with linear warm-up
-(and optionally a linear decay to zero at the end), gradient clipping, an EMA of the weights, and a time budget: with ``max_minutes`` it saves
-and returns before the budget is spent, and ``resume`` continues exactly where it stopped
-(same pool, same random streams, so the next step is the one an uninterrupted run takes).
+(and optionally a linear decay to zero at the end), gradient clipping, an EMA of the weights,
+and a time budget: with ``max_minutes`` it saves and returns before the budget is spent, and
+``resume`` continues exactly where it stopped (same pool, same random streams, so the next
+step is the one an uninterrupted run takes).
 """
 
 from __future__ import annotations

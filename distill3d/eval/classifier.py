@@ -163,7 +163,7 @@ class ClassifierTrainConfig:
     net: ClassifierNetConfig = field(default_factory=ClassifierNetConfig)
     cameras: ViewCameras = field(default_factory=ViewCameras)
     pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(size=8192))
-    steps: int = 5000  # may be raised when resuming, to extend a run
+    steps: int = 5000  # may be raised when resuming (the annealed lr then rises again from near 0)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=1e-3, warmup_steps=200,
                                                                    weight_decay=0.05, anneal_steps=5000))
     blur_probability: float = 0.3  # down-and-up resampling by a factor in [0.4, 1]
