@@ -84,6 +84,8 @@ def test_classifier_loads_and_evaluates(tmp_path):
     assert set(loaded.predict(images)) == set(HEADS)
     metrics = evaluate_classifier(loaded, count=8)
     assert {"shape_accuracy", "colour_accuracy", "pattern_accuracy", "bucket_accuracy_front_shapes", "passed"} <= set(metrics)
+    assert sum(metrics["shape_errors"].values()) == round((1.0 - metrics["shape_accuracy"]) * 8)
+    assert all(key.split(" -> ")[1] in HEADS["shape"] for key in metrics["shape_errors"])
     with pytest.raises(UserError):
         WorldClassifier.from_pretrained(tmp_path / "missing")
 

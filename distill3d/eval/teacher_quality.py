@@ -17,6 +17,7 @@ round robin over ``heldout_objects()``, cameras from a seeded generator, so resu
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,12 +62,16 @@ def render_views(objects: list[WorldObject], cameras: Cameras, batch_size: int =
 
 
 def _accuracies(classifier: WorldClassifier, images: Tensor, objects: list[WorldObject],
-                buckets: Tensor) -> dict[str, float]:
+                buckets: Tensor) -> dict:
+    """Accuracy per attribute and of the view bucket, and ``shape_errors``: {"<prompt> -> <read as>": count}."""
     logp = classifier.log_probs(images)
     out = {}
     for name in ATTRIBUTES:
         truth = torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
         out[f"{name}_accuracy"] = float((logp[name].argmax(-1) == truth).float().mean())
+    read_as = [HEADS["shape"][int(i)] for i in logp["shape"].argmax(-1)]
+    out["shape_errors"] = dict(Counter(f"{o.prompt} -> {r}" for o, r in zip(objects, read_as) if r != o.shape)
+                               .most_common())
     front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects], device=logp["bucket"].device)
     hits = (logp["bucket"].argmax(-1) == buckets.to(logp["bucket"].device)) & front
     out["bucket_accuracy_front_shapes"] = float(hits.sum() / front.sum().clamp_min(1))
