@@ -3,9 +3,9 @@
 Why: the held-out split removes some (colour, pattern, shape) combinations from training, and a
 classifier can then read a pattern from the colours alone. "a red plain sphere" is held out,
 and the only training sphere with a red lower half is "a green two-tone sphere" (green over
-red), so a classifier trained on plain renders calls the red plain sphere two-tone at every
-view, although it has learned what two-tone looks like. Showing the shape, pattern and view
-heads the same objects in other colours removes that shortcut.
+red), so the classifier trained without recolouring read the red plain sphere as two-tone at
+every elevation. Showing the shape, pattern and view heads the same objects in other colours
+takes that shortcut away (benchmarks/RESULTS.md, "Session 12").
 
 How: the reference renderer is Lambertian per channel on a white background, so permuting the
 channels of a render gives exactly the render of the same object with permuted albedos. A
