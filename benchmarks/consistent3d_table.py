@@ -191,7 +191,8 @@ def main() -> None:
     result = {"representation": args.representation, "steps": args.steps,
               "scene_options": scene_options(args),
               "prompts": table_prompts(args.prompts),
-              "seed": args.seed, "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus, "wall_seconds": time.perf_counter() - started,
+              "seed": args.seed, "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus,
+              "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
     out = Path(args.out) / f"table_{args.representation}.json"
     out.write_text(json.dumps(result, indent=2))

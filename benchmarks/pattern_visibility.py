@@ -8,8 +8,9 @@ Two-tone paints z < 0 in the secondary colour, so from above the lower half may 
 (same shape and colour, plain <-> two-tone) at the same camera; a view is indistinguishable
 when fewer than ``--max-pixel-share`` of its pixels differ by more than ``--pixel-tolerance``
 in any channel. Reported: the indistinguishable share (overall, per elevation band, per shape),
-the classifier's (default: the shipped one) pattern accuracy on all, distinguishable and indistinguishable views,
-and the accuracy ceiling if indistinguishable views are at best guessed right half the time.
+the pattern accuracy of ``--classifier`` (default: the shipped one) on all, distinguishable and
+indistinguishable views, and the accuracy ceiling if indistinguishable views are at best guessed
+right half the time.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def main() -> None:
         if of_shape.any():
             per_shape[name] = {"views": int(of_shape.sum()), "indistinguishable_share": share(hidden[of_shape])}
     result = {
-        "classifier": args.classifier, "count": args.count, "seed": args.seed, "pixel_tolerance": args.pixel_tolerance,
-        "max_pixel_share": args.max_pixel_share, "plain_or_two_tone_views": int(pair.sum()),
+        "classifier": args.classifier, "count": args.count, "seed": args.seed,
+        "pixel_tolerance": args.pixel_tolerance, "max_pixel_share": args.max_pixel_share, "plain_or_two_tone_views": int(pair.sum()),
         "indistinguishable_views": int(hidden.sum()),
         "indistinguishable_share_of_pairs": share(hidden[pair]),
         "indistinguishable_share_of_all": share(hidden),
