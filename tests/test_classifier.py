@@ -1,15 +1,18 @@
 """World classifier: labels, augmentation, a short training run on real renders, loading."""
 
+import json
 import math
 from dataclasses import asdict
 
 import pytest
 import torch
 
+from distill3d.diffusion.model_folder import resolve_model_folder
 from distill3d.diffusion.train import Generators, save_weights
 from distill3d.errors import UserError
-from distill3d.eval.classifier import (HEADS, ClassifierTask, WorldClassifier, attribute_labels, augment,
-                                       classifier_loss, has_front, tiny_config)
+from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierTask, ClassifierTrainConfig,
+                                       WorldClassifier, attribute_labels, augment, classifier_loss, has_front,
+                                       tiny_config)
 from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
                                                 allowed_permutations, looks_like_heldout, recolour)
 from distill3d.eval.teacher_quality import evaluate_classifier
@@ -135,3 +138,9 @@ def test_colour_loss_ignores_images_without_a_colour_label():
     assert torch.isclose(classifier_loss(logits, index, bucket, known), base)
     logits["colour"][0, 0] = 40.0  # the red image's colour is now right
     assert classifier_loss(logits, index, bucket, known) < base - 1.0
+
+
+def test_the_default_training_command_is_the_shipped_classifiers_recipe():
+    _, shipped = resolve_model_folder(DEFAULT_CLASSIFIER, "world-classifier")
+    assert json.loads(json.dumps(asdict(ClassifierTrainConfig()), sort_keys=True)) == json.loads(
+        json.dumps(shipped, sort_keys=True))
