@@ -21,14 +21,15 @@ from bench_report import report
 from distill3d.eval.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
 from distill3d.world import view_bucket_index
-from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG
+from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, degrees_off_front
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 
 
 def degrees_to_bucket_boundary(azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
     """[N] degrees from a view to the nearest cut between view buckets (azimuth or elevation)."""
-    off_front = (torch.remainder(azimuth + 180.0, 360.0) - 180.0).abs()
-    to_cut = torch.minimum((off_front - FRONT_HALF_ANGLE_DEG).abs(), (off_front - (180.0 - FRONT_HALF_ANGLE_DEG)).abs())
+    off_front = degrees_off_front(azimuth)
+    to_cut = torch.minimum((off_front - FRONT_HALF_ANGLE_DEG).abs(),
+                           (off_front - (180.0 - FRONT_HALF_ANGLE_DEG)).abs())
     overhead = elevation > OVERHEAD_ELEVATION_DEG
     # above the cut all azimuths are "overhead": only the elevation cut counts there
     return torch.where(overhead, elevation - OVERHEAD_ELEVATION_DEG,

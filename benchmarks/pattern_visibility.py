@@ -82,7 +82,8 @@ def main() -> None:
             per_shape[name] = {"views": int(of_shape.sum()), "indistinguishable_share": share(hidden[of_shape])}
     result = {
         "classifier": args.classifier, "count": args.count, "seed": args.seed,
-        "pixel_tolerance": args.pixel_tolerance, "max_pixel_share": args.max_pixel_share, "plain_or_two_tone_views": int(pair.sum()),
+        "pixel_tolerance": args.pixel_tolerance, "max_pixel_share": args.max_pixel_share,
+        "plain_or_two_tone_views": int(pair.sum()),
         "indistinguishable_views": int(hidden.sum()),
         "indistinguishable_share_of_pairs": share(hidden[pair]),
         "indistinguishable_share_of_all": share(hidden),

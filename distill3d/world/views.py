@@ -30,11 +30,15 @@ def _as_tensor(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64).detach().cpu()
 
 
+def degrees_off_front(azimuth_deg: torch.Tensor) -> torch.Tensor:
+    """|azimuth| after wrapping to [-180, 180): 0 straight in front (+X), 180 straight behind."""
+    return (torch.remainder(azimuth_deg + 180.0, 360.0) - 180.0).abs()
+
+
 def view_bucket_index(azimuth_deg, elevation_deg) -> torch.Tensor:
     """Bucket indices into ``VIEW_BUCKETS`` for broadcastable azimuths / elevations (degrees)."""
     az, el = torch.broadcast_tensors(_as_tensor(azimuth_deg), _as_tensor(elevation_deg))
-    wrapped = torch.remainder(az + 180.0, 360.0) - 180.0  # [-180, 180)
-    off_front = wrapped.abs()
+    off_front = degrees_off_front(az)
     index = torch.full(az.shape, VIEW_BUCKETS.index("side"), dtype=torch.long)
     index[off_front <= FRONT_HALF_ANGLE_DEG] = VIEW_BUCKETS.index("front")
     index[off_front >= 180.0 - FRONT_HALF_ANGLE_DEG] = VIEW_BUCKETS.index("back")
