@@ -13,10 +13,11 @@ from distill3d.cli import main
 from distill3d.diffusion.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
                                                    sample_multiview_groups, split_groups)
 from distill3d.diffusion.teacher import Teacher
-from distill3d.diffusion.train import OptimConfig, RunOptions, diffusion_loss, lr_at, run_training, save_weights
+from distill3d.diffusion.train import (OptimConfig, RunOptions, diffusion_loss, load_weights, lr_at, run_training,
+                                      save_weights)
 from distill3d.diffusion.train_multiview import MultiViewTask, tiny_config as tiny_multiview
 from distill3d.diffusion.train_text_to_image import TextToImageTask, tiny_config as tiny_text_to_image
-from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet
+from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet, camera_vectors
 from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
 from distill3d.diffusion.world_text_encoder import (NULL_TOKEN, TOKEN_ID, TextEncoderConfig, WorldTextEncoder,
                                                     object_tokens, tokenize_prompts, tokens_from_labels)
@@ -184,6 +185,40 @@ def test_multiview_training_exports_a_loadable_teacher(tmp_path):
     teacher = WorldMultiViewTeacher.from_pretrained(tmp_path / "shipped", device="cpu")
     assert load_file(str(tmp_path / "shipped" / "model.safetensors"))["unet.conv_in.weight"].dtype == torch.float16
     assert teacher.num_views == 2
+
+
+def _multiview_inputs(net_config, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    layout = MultiViewGroupCameras(num_views=net_config.num_views)
+    cams, _ = sample_multiview_groups(batch, net_config.resolution, layout, g)
+    R, K = net_config.resolution, net_config.num_views
+    input_rays, target_rays = multiview_rays(*split_groups(cams, K))
+    x_t = torch.randn(batch * K, 3, R, R, generator=g)
+    image = torch.rand(batch, 3, R, R, generator=g) * 2 - 1
+    return x_t, torch.full((batch * K,), 500), image, input_rays, target_rays
+
+
+def test_camera_embedding_starts_as_a_no_op_and_learns(tmp_path):
+    """--init-from weights without the camera MLP: the same outputs at first, and the MLP gets gradients."""
+    config = tiny_multiview()
+    torch.manual_seed(0)
+    old = WorldMultiViewNet(replace(config.net, camera_grid=0)).eval()
+    save_weights(old, tmp_path / "old.safetensors", torch.float32)
+    new = WorldMultiViewNet(config.net).eval()
+    with pytest.raises(UserError, match="missing"):
+        load_weights(new, tmp_path / "old.safetensors")
+    load_weights(new, tmp_path / "old.safetensors", allow_missing=True)
+    x_t, t, image, input_rays, target_rays = _multiview_inputs(config.net)
+    with torch.no_grad():
+        assert torch.equal(new(x_t, t, image, input_rays, target_rays), old(x_t, t, image, input_rays, target_rays))
+    new(x_t, t, image, input_rays, target_rays).square().mean().backward()
+    assert new.unet.class_embedding.linear_2.weight.grad.abs().max() > 0
+
+
+def test_camera_vectors_average_the_rays_per_cell():
+    rays = torch.randn(3, 6, 8, 8)
+    expected = rays.reshape(3, 6, 2, 4, 2, 4).mean(dim=(3, 5)).flatten(1)
+    assert torch.allclose(camera_vectors(rays, 2), expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- teachers

@@ -178,8 +178,13 @@ def save_weights(module: nn.Module, path: Path, dtype: torch.dtype, metadata: di
     return save_safetensors_atomic(tensors, path, metadata)
 
 
-def load_weights(module: nn.Module, path: Path) -> dict[str, str]:
-    """Load safetensors weights into ``module`` (cast to its dtypes); returns the file's metadata."""
+def load_weights(module: nn.Module, path: Path, *, allow_missing: bool = False) -> dict[str, str]:
+    """Load safetensors weights into ``module`` (cast to its dtypes); returns the file's metadata.
+
+    ``allow_missing``: tensors of ``module`` that the file lacks keep their initial values (for
+    ``--init-from`` weights of a model that a new part has since been added to); a tensor in the
+    file that ``module`` lacks, or one of another shape, is an error either way.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no weights file {path}")
@@ -187,10 +192,14 @@ def load_weights(module: nn.Module, path: Path) -> dict[str, str]:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
+    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if (missing and not allow_missing) or unexpected or reshaped:
         raise UserError(f"{path} does not match the model of its config.json "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {reshaped[:3]})")
+    if missing:
+        print(f"distill3d: {len(missing)} tensors not in {path} keep their initial values "
+              f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=not missing)
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
@@ -255,7 +264,7 @@ def run_training(task: TrainingTask, options: RunOptions) -> dict:
     raw_model = task.build_model()
     if options.init_from is not None:
         folder, _ = resolve_model_folder(options.init_from, task.config.kind)
-        load_weights(raw_model, folder / WEIGHTS_NAME)
+        load_weights(raw_model, folder / WEIGHTS_NAME, allow_missing=True)
     ema = EMA(raw_model, cfg.ema_decay)
     fused = device.type == "cuda"
     raw_optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)

@@ -15,7 +15,9 @@ schedule does not waste steps on nearly clean or fully destroyed images. Samplin
   attention); views 1..K are the noisy targets. Every view's input is
   [noisy view (3), input image (3), Pluecker rays (6)], with rays relative to the input camera
   (``multiview_cameras``). The U-Net also cross-attends to tokens of the input image and its
-  rays (a small patch encoder), pooled into the time embedding as well.
+  rays (a small patch encoder), pooled into the time embedding as well. Each view's camera
+  also enters the time embedding, through a 2-layer MLP, as MVDream and ImageDream inject
+  their cameras (``MultiViewNetConfig.camera_grid``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor, nn
 
@@ -62,22 +65,33 @@ class UNetConfig:
 
 
 def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, sample_size: int,
-               cross_attention_dim: int) -> UNet2DConditionModel:
-    """A ``UNet2DConditionModel`` with attention only at ``config.attention_levels``."""
+               cross_attention_dim: int, camera_dim: int = 0) -> UNet2DConditionModel:
+    """A ``UNet2DConditionModel`` with attention only at ``config.attention_levels``.
+
+    With ``camera_dim`` > 0 the U-Net takes a camera vector [B, camera_dim] as ``class_labels``
+    and adds its 2-layer MLP embedding to the time embedding (diffusers' "projection" class
+    embedding); the MLP's last layer starts at zero, so that it starts as a no-op.
+    """
     levels = len(config.block_out_channels)
     down = tuple("CrossAttnDownBlock2D" if i in config.attention_levels else "DownBlock2D" for i in range(levels))
     up = tuple("CrossAttnUpBlock2D" if levels - 1 - i in config.attention_levels else "UpBlock2D"
                for i in range(levels))
     # diffusers' UNet2DConditionModel reads ``attention_head_dim`` as the number of heads (legacy naming).
     heads = tuple(max(1, c // config.attention_head_dim) for c in config.block_out_channels)
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn",
         cross_attention_dim=cross_attention_dim, attention_head_dim=heads,
         norm_num_groups=config.norm_num_groups, resnet_time_scale_shift="scale_shift",
         addition_embed_type="text", addition_embed_type_num_heads=config.pooled_heads,
+        class_embed_type="projection" if camera_dim > 0 else None,
+        projection_class_embeddings_input_dim=camera_dim if camera_dim > 0 else None,
     )
+    if camera_dim > 0:
+        nn.init.zeros_(unet.class_embedding.linear_2.weight)
+        nn.init.zeros_(unet.class_embedding.linear_2.bias)
+    return unet
 
 
 @dataclass
@@ -116,6 +130,12 @@ class MultiViewNetConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     token_dim: int = 128
     token_stride: int = 8  # one input-image token per token_stride x token_stride pixels
+    camera_grid: int = 4  # camera vector: each view's Pluecker map averaged on a grid x grid grid; 0: none
+
+    @property
+    def camera_dim(self) -> int:
+        """Length of a view's camera vector (6 Pluecker channels per grid cell)."""
+        return 6 * self.camera_grid ** 2
 
 
 VIEW_CHANNELS = 3 + 3 + 6
@@ -142,6 +162,19 @@ class InputImageTokens(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2) + self.position)
 
 
+def camera_vectors(rays: Tensor, grid: int) -> Tensor:
+    """Pluecker maps [N, 6, H, W] -> camera vectors [N, 6 * grid * grid] (the maps averaged per cell).
+
+    The rays of a pinhole camera are smooth over the image, so a coarse grid of them fixes the
+    camera's pose and field of view: this is the camera, as MVDream's extrinsics are, in the form
+    the rest of the network already reads. The U-Net's GroupNorms remove most of what is
+    constant over the image from its features, so the per-pixel ray channels alone carry the
+    pose poorly: a teacher without this vector drew cubes face-on where the target cameras saw
+    a corner (benchmarks/RESULTS.md, session 13).
+    """
+    return F.adaptive_avg_pool2d(rays.float(), grid).flatten(1)
+
+
 class WorldMultiViewNet(nn.Module):
     """Joint denoiser of the K target views of each object (see the module docstring)."""
 
@@ -150,7 +183,8 @@ class WorldMultiViewNet(nn.Module):
         self.config = config
         self.image_tokens = InputImageTokens(config)
         self.unet = build_unet(config.unet, in_channels=VIEW_CHANNELS, out_channels=3,
-                               sample_size=config.resolution, cross_attention_dim=config.token_dim)
+                               sample_size=config.resolution, cross_attention_dim=config.token_dim,
+                               camera_dim=config.camera_dim)
         set_multiview_attention(self.unet, config.num_views + 1)
 
     def forward(self, x_t: Tensor, t: Tensor, input_image: Tensor, input_rays: Tensor,
@@ -174,8 +208,12 @@ class WorldMultiViewNet(nn.Module):
         t_views = torch.cat([torch.zeros_like(t.reshape(B, K)[:, :1]), t.reshape(B, K)], dim=1)
         tokens = self.image_tokens(input_image, input_rays.to(input_image.dtype))
         tokens = tokens[:, None].expand(B, K + 1, *tokens.shape[1:]).reshape(B * (K + 1), *tokens.shape[1:])
+        cameras = None
+        if self.config.camera_grid > 0:
+            rays = torch.cat([input_rays[:, None], target_rays.reshape(B, K, 6, H, W)], dim=1)
+            cameras = camera_vectors(rays.reshape(B * (K + 1), 6, H, W), self.config.camera_grid).to(input_image.dtype)
         out = self.unet(views.reshape(B * (K + 1), VIEW_CHANNELS, H, W), t_views.reshape(-1),
-                        encoder_hidden_states=tokens).sample
+                        encoder_hidden_states=tokens, class_labels=cameras).sample
         return out.reshape(B, K + 1, 3, H, W)[:, 1:].reshape(BK, 3, H, W)
 
 
