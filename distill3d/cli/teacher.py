@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--anneal-steps", type=int, default=None,
                    help="decay lr linearly to 0 over the last N of --steps (default: the config's, 0 = constant)")
     p.add_argument("--pool-size", type=int, default=None, help="render pool entries (default: the config's)")
+    p.add_argument("--min-snr-gamma", type=float, default=None,
+                   help="diffusion teachers: Min-SNR gamma of the loss weights, 0 for the plain loss (default: the config's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -136,6 +138,12 @@ def _train(args: argparse.Namespace) -> int:
         config = replace(config, steps=args.steps)
     if args.pool_size is not None:
         config = replace(config, pool=replace(config.pool, size=args.pool_size))
+    if args.min_snr_gamma is not None:
+        if not hasattr(config, "min_snr_gamma"):
+            raise UserError(f"--min-snr-gamma is for the diffusion teachers, not the {args.model}")
+        if args.min_snr_gamma < 0:
+            raise UserError("--min-snr-gamma must be 0 (plain loss) or positive")
+        config = replace(config, min_snr_gamma=args.min_snr_gamma or None)
     options = RunOptions(out=args.out, resume=args.resume, max_minutes=args.max_minutes, device=args.device,
                          export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
                          compile=args.compile)

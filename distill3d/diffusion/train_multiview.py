@@ -35,7 +35,7 @@ class MultiViewTrainConfig:
     steps: int = 16000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance
-    min_snr_gamma: float = 5.0  # Min-SNR weighting (Hang et al. 2023)
+    min_snr_gamma: float | None = 5.0  # Min-SNR weighting (Hang et al. 2023); None: the plain loss
     default_guidance_scale: float = 1.0  # standard-form CFG scale of ``sample`` / ``eval``
 
 

@@ -36,7 +36,7 @@ class TextToImageTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=2e-4))
     p_uncond: float = 0.1  # prompt dropout for classifier-free guidance (Ho & Salimans 2022)
     p_no_view: float = 0.1  # prompt without its view suffix
-    min_snr_gamma: float = 5.0  # Min-SNR weighting (Hang et al. 2023)
+    min_snr_gamma: float | None = 5.0  # Min-SNR weighting (Hang et al. 2023); None: the plain loss
     default_guidance_scale: float = 3.0  # standard-form CFG scale used by ``sample`` / ``eval``
 
 
