@@ -127,8 +127,9 @@ def test_diffusion_loss_is_zero_at_the_target():
     v = abar.sqrt()[:, None, None, None] * eps - (1 - abar).sqrt()[:, None, None, None] * x0
     assert diffusion_loss(v, x0, eps, abar, "v_prediction") < 1e-10
     assert diffusion_loss(eps, x0, eps, abar, "epsilon") < 1e-10
-    # Min-SNR-5 on v: weight min(snr, 5) / (snr + 1)
-    loss = diffusion_loss(v + 1.0, x0, eps, abar, "v_prediction")
+    # the plain loss: every sample weighs 1; Min-SNR-5 on v: weight min(snr, 5) / (snr + 1)
+    assert torch.isclose(diffusion_loss(v + 1.0, x0, eps, abar, "v_prediction"), torch.tensor(1.0))
+    loss = diffusion_loss(v + 1.0, x0, eps, abar, "v_prediction", min_snr_gamma=5.0)
     snr = abar / (1 - abar)
     assert torch.isclose(loss, (snr.clamp(max=5.0) / (snr + 1)).mean(), atol=1e-5)
 
@@ -213,6 +214,18 @@ def test_camera_embedding_starts_as_a_no_op_and_learns(tmp_path):
         assert torch.equal(new(x_t, t, image, input_rays, target_rays), old(x_t, t, image, input_rays, target_rays))
     new(x_t, t, image, input_rays, target_rays).square().mean().backward()
     assert new.unet.class_embedding.linear_2.weight.grad.abs().max() > 0
+
+
+def test_cli_min_snr_gamma_sets_the_loss_weighting_of_teachers_only(tmp_path, capsys):
+    args = ["teacher", "train", "multiview", "--tiny", "--steps", "1", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "plain"), "--min-snr-gamma", "0"]) == 0
+    assert main(args + ["--out", str(tmp_path / "snr"), "--min-snr-gamma", "5"]) == 0
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["min_snr_gamma"] is None
+    assert json.loads((tmp_path / "snr" / "config.json").read_text())["min_snr_gamma"] == 5.0
+    capsys.readouterr()
+    assert main(["teacher", "train", "classifier", "--tiny", "--out", str(tmp_path / "c"), "--min-snr-gamma", "5"]) == 2
+    assert "diffusion teachers" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_camera_vectors_average_the_rays_per_cell():

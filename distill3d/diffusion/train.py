@@ -131,13 +131,14 @@ class EMA:
 
 
 def diffusion_loss(prediction: Tensor, x0: Tensor, eps: Tensor, abar: Tensor, prediction_type: str,
-                   min_snr_gamma: float | None = 5.0) -> Tensor:
-    """Mean squared error of a network's prediction [B, ...] against its target, Min-SNR weighted.
+                   min_snr_gamma: float | None = None) -> Tensor:
+    """Mean squared error of a network's prediction [B, ...] against its target, optionally Min-SNR weighted.
 
     The target is eps, v (``v_from_x0_eps``) or x0 by ``prediction_type``. With ``min_snr_gamma``
     each sample's loss is weighted so that it equals min(SNR, gamma) * |x0_hat - x0|^2
-    (Min-SNR-gamma, Hang et al. 2023, Eq. 9 with gamma = 5): for v that is
-    min(SNR, gamma) / (SNR + 1), for eps min(SNR, gamma) / SNR. abar: [B].
+    (Min-SNR-gamma, Hang et al. 2023, Eq. 9, gamma = 5 there): for v that is
+    min(SNR, gamma) / (SNR + 1), for eps min(SNR, gamma) / SNR. abar: [B]. For v the weight
+    goes to 0 with the SNR, so the steps near pure noise are hardly trained.
     """
     targets = {"epsilon": eps, "v_prediction": v_from_x0_eps(x0, eps, abar), "sample": x0}
     if prediction_type not in targets:

@@ -27,7 +27,7 @@ class MultiViewTrainConfig:
     """Everything that defines a multi-view teacher run (written to config.json)."""
 
     kind: str = KIND
-    net: MultiViewNetConfig = field(default_factory=MultiViewNetConfig)
+    net: MultiViewNetConfig = field(default_factory=lambda: MultiViewNetConfig(camera_grid=4))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cameras: MultiViewGroupCameras = field(default_factory=MultiViewGroupCameras)
     pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(
@@ -35,14 +35,17 @@ class MultiViewTrainConfig:
     steps: int = 16000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance
-    min_snr_gamma: float | None = 5.0  # Min-SNR weighting (Hang et al. 2023); None: the plain loss
+    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train. Min-SNR-5 (Hang
+    # et al. 2023), which chunks 1-9 used, weights t near T by about SNR, i.e. not at all: the
+    # teachers never learned the first sampling steps (benchmarks/RESULTS.md, session 13).
+    min_snr_gamma: float | None = None
     default_guidance_scale: float = 1.0  # standard-form CFG scale of ``sample`` / ``eval``
 
 
 def tiny_config() -> MultiViewTrainConfig:
     """A CPU-sized configuration (16x16 views, 2 targets)."""
     return MultiViewTrainConfig(
-        net=MultiViewNetConfig(resolution=16, num_views=2, token_dim=32, token_stride=4,
+        net=MultiViewNetConfig(resolution=16, num_views=2, token_dim=32, token_stride=4, camera_grid=4,
                                unet=UNetConfig(block_out_channels=(16, 32), attention_levels=(1,),
                                                attention_head_dim=16, norm_num_groups=8)),
         cameras=MultiViewGroupCameras(num_views=2),
