@@ -36,8 +36,9 @@ class MultiViewTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance
     # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train. Min-SNR-5 (Hang
-    # et al. 2023), which chunks 1-9 used, weights t near T by about SNR, i.e. not at all: the
-    # teachers never learned the first sampling steps (benchmarks/RESULTS.md, session 13).
+    # et al. 2023), which every chunk before session 13 used, weights t near T by about the SNR,
+    # i.e. hardly at all: those teachers never learned the first sampling steps
+    # (benchmarks/RESULTS.md, session 13).
     min_snr_gamma: float | None = None
     default_guidance_scale: float = 1.0  # standard-form CFG scale of ``sample`` / ``eval``
 

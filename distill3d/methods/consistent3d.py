@@ -57,9 +57,10 @@ class Consistent3DConfig:
     Diffusion. CDS's gradient follows the paper's "reparameterize ... following Poole et al."
     (``skip_jacobian_of="eps"``, as the authors' code); the other reading of the Jacobian skip
     flips its sign and made every CDS result of our first table fail (guidance/cds.py,
-    benchmarks/RESULTS.md). With the world teacher, SDS beats CDS on both representations, and
-    cameras at distance 2.5-3.0 (a world object fits the frame) lift Gaussians SDS from 0.27 to
-    0.43 R-precision; the defaults stay the paper's 1.5-2.0 (benchmarks/RESULTS.md).
+    benchmarks/RESULTS.md). With the world teacher of commit d4f5a66 (since replaced), SDS beats
+    CDS on both representations, and cameras at distance 2.5-3.0 (a world object fits the frame)
+    lift Gaussians SDS from 0.27 to 0.43 R-precision; the defaults stay the paper's 1.5-2.0
+    (benchmarks/RESULTS.md).
     """
 
     representation: Representation = "nerf"  # Sec. 4.3 coarse NeRF; "gaussians" = the 3DGS variant (Sec. B.3)
