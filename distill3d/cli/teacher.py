@@ -44,7 +44,8 @@ def register(subparsers) -> None:
                    help="decay lr linearly to 0 over the last N of --steps (default: the config's, 0 = constant)")
     p.add_argument("--pool-size", type=int, default=None, help="render pool entries (default: the config's)")
     p.add_argument("--min-snr-gamma", type=float, default=None,
-                   help="diffusion teachers: Min-SNR gamma of the loss weights, 0 for the plain loss (default: the config's)")
+                   help="diffusion teachers: Min-SNR gamma of the loss weights, 0 for the plain loss "
+                        "(default: the config's)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
