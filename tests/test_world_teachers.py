@@ -228,6 +228,17 @@ def test_cli_min_snr_gamma_sets_the_loss_weighting_of_teachers_only(tmp_path, ca
     assert not (tmp_path / "c").exists()
 
 
+def test_a_multiview_folder_from_before_the_camera_mlp_still_loads(tmp_path):
+    config = tiny_multiview()
+    old_config = replace(config, net=replace(config.net, camera_grid=0))
+    folder = _folder(tmp_path, "old", WorldMultiViewNet(old_config.net), old_config)
+    raw = json.loads((folder / "config.json").read_text())
+    del raw["net"]["camera_grid"]  # written before the field existed
+    (folder / "config.json").write_text(json.dumps(raw))
+    teacher = WorldMultiViewTeacher.from_pretrained(folder, device="cpu")
+    assert teacher.num_views == 2
+
+
 def test_camera_vectors_average_the_rays_per_cell():
     rays = torch.randn(3, 6, 8, 8)
     expected = rays.reshape(3, 6, 2, 4, 2, 4).mean(dim=(3, 5)).flatten(1)
