@@ -17,15 +17,13 @@ and the references.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-
 import torch
 from bench_report import report
 
-from distill3d.diffusion.multiview_cameras import sample_multiview_groups, split_groups
+from distill3d.diffusion.multiview_cameras import split_groups
 from distill3d.diffusion.world_teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 from distill3d.eval.metrics import psnr
-from distill3d.eval.teacher_quality import eval_objects, render_views, save_grid
+from distill3d.eval.teacher_quality import multiview_eval_groups, render_views, save_grid
 
 
 def main() -> None:
@@ -40,9 +38,8 @@ def main() -> None:
 
     teacher = WorldMultiViewTeacher.from_pretrained(args.teacher, device="cpu")
     R, K, n = teacher.native_image_size, teacher.num_views, args.count
-    layout = replace(teacher.config.cameras, num_views=K)
-    objects = eval_objects(256)[:n]  # the evaluation draws 256 groups; the first n are these
-    cams, _ = sample_multiview_groups(256, R, layout, torch.Generator().manual_seed(args.seed))
+    objects, cams = multiview_eval_groups(teacher, 256, args.seed)  # the evaluation's 256 groups; the first n
+    objects = objects[:n]
     inputs, targets = split_groups(cams, K)
     inputs, targets = inputs[torch.arange(n)], targets[torch.arange(n * K)]
     rendered = render_views([o for o in objects for _ in range(K)], targets).reshape(n, K, R, R, 3)

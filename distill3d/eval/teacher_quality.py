@@ -137,14 +137,20 @@ def evaluate_text_to_image(teacher: WorldTextToImageTeacher, classifier: WorldCl
 
 
 @torch.no_grad()
+def multiview_eval_groups(teacher: WorldMultiViewTeacher, count: int = 256,
+                          seed: int = 0) -> tuple[list[WorldObject], Cameras]:
+    """The held-out objects [count] and cameras [count * (1 + K)] (input first) of ``evaluate_multiview``."""
+    layout = replace(teacher.config.cameras, num_views=teacher.num_views)
+    cams, _ = sample_multiview_groups(count, teacher.native_image_size, layout, torch.Generator().manual_seed(seed))
+    return eval_objects(count), cams
+
+
 def evaluate_multiview(teacher: WorldMultiViewTeacher, count: int = 256, seed: int = 0,
                        guidance_scale: float | None = None, num_steps: int = 50, batch_size: int = 32,
                        samples_png: str | Path | None = None, progress: bool = True) -> dict:
     """PSNR / SSIM of the teacher's target views against reference renders, ``count`` held-out groups."""
     R, K = teacher.native_image_size, teacher.num_views
-    layout = replace(teacher.config.cameras, num_views=K)
-    objects = eval_objects(count)
-    cams, _ = sample_multiview_groups(count, R, layout, torch.Generator().manual_seed(seed))
+    objects, cams = multiview_eval_groups(teacher, count, seed)
     cams = cams.to(teacher.device)
     rendered = render_views([o for o in objects for _ in range(K + 1)], cams).reshape(count, K + 1, R, R, 3)
     inputs, targets = split_groups(cams, K)
