@@ -23,8 +23,9 @@ from distill3d.diffusion.world_text_encoder import (NULL_TOKEN, TOKEN_ID, TextEn
                                                     object_tokens, tokenize_prompts, tokens_from_labels)
 from distill3d.errors import UserError
 from distill3d.eval.classifier import WorldClassifier, tiny_config as tiny_classifier
-from distill3d.eval.teacher_quality import evaluate_text_to_image
+from distill3d.eval.teacher_quality import evaluate_text_to_image, figures_per_shape
 from distill3d.run_dir import write_json_atomic
+from distill3d.world.prompts import WorldObject
 from distill3d.world import VIEW_BUCKETS, all_objects, render_reference, view_bucket_index
 
 
@@ -316,6 +317,17 @@ def test_eval_of_untrained_tiny_teachers_returns_the_metrics(models, tmp_path):
                  "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert {"psnr", "ssim", "psnr_per_view", "passed"} <= set(metrics) and len(metrics["psnr_per_view"]) == 2
+    assert set(metrics["psnr_per_shape"]) == {"sphere"}  # the first two held-out objects
+    assert metrics["psnr_per_shape"]["sphere"] == pytest.approx(metrics["psnr"])
+
+
+def test_multiview_figures_per_shape_average_each_shapes_groups():
+    objects = [WorldObject("red", "plain", "cube"), WorldObject("red", "plain", "sphere"),
+               WorldObject("blue", "striped", "cube")]
+    psnrs = torch.tensor([[10.0, 12.0], [30.0, 30.0], [20.0, 22.0]])
+    figures = figures_per_shape(objects, psnrs, psnrs / 100)
+    assert figures["psnr_per_shape"] == {"cube": pytest.approx(16.0), "sphere": pytest.approx(30.0)}
+    assert figures["ssim_per_shape"]["cube"] == pytest.approx(0.16)
 
 
 def test_learning_rate_warms_up_then_anneals_to_zero_at_the_last_step():

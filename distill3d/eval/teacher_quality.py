@@ -145,6 +145,14 @@ def multiview_eval_groups(teacher: WorldMultiViewTeacher, count: int = 256,
     return eval_objects(count), cams
 
 
+def figures_per_shape(objects: list[WorldObject], psnrs: Tensor, ssims: Tensor) -> dict[str, dict[str, float]]:
+    """Mean PSNR and SSIM per shape, from per-view figures [N, K] of objects [N]."""
+    shapes = sorted({o.shape for o in objects})
+    rows = {name: torch.tensor([o.shape == name for o in objects]) for name in shapes}
+    return {"psnr_per_shape": {name: float(psnrs[m].mean()) for name, m in rows.items()},
+            "ssim_per_shape": {name: float(ssims[m].mean()) for name, m in rows.items()}}
+
+
 def evaluate_multiview(teacher: WorldMultiViewTeacher, count: int = 256, seed: int = 0,
                        guidance_scale: float | None = None, num_steps: int = 50, batch_size: int = 32,
                        samples_png: str | Path | None = None, progress: bool = True) -> dict:
@@ -165,7 +173,8 @@ def evaluate_multiview(teacher: WorldMultiViewTeacher, count: int = 256, seed: i
     p = psnr(views.reshape(-1, R, R, 3), truth.reshape(-1, R, R, 3)).reshape(count, K)
     s = ssim(views.reshape(-1, R, R, 3), truth.reshape(-1, R, R, 3)).reshape(count, K)
     metrics = {"psnr": float(p.mean()), "ssim": float(s.mean()), "psnr_per_view": p.mean(0).tolist(),
-               "ssim_per_view": s.mean(0).tolist(), "count": count, "num_views": K, "seed": seed,
+               "ssim_per_view": s.mean(0).tolist(), **figures_per_shape(objects, p, s), "count": count,
+               "num_views": K, "seed": seed,
                "num_steps": num_steps,
                "guidance_scale": teacher.default_guidance_scale if guidance_scale is None else guidance_scale,
                "targets": MULTIVIEW_TARGETS}
