@@ -96,6 +96,31 @@ def test_relative_cameras_are_canonical_and_invariant_to_the_world_pose():
     assert torch.allclose(step, torch.full((4,), 120.0), atol=1e-3)
 
 
+def test_level_frame_keeps_the_up_axis_and_the_input_elevation():
+    layout = MultiViewGroupCameras(num_views=2)
+    cams, params = sample_multiview_groups(5, 8, layout, torch.Generator().manual_seed(3))
+    inputs, targets = split_groups(cams, 2)
+    rel_in, rel_t = relative_cameras(inputs, targets, "level")
+    el = torch.deg2rad(params["elevation"][:, 0])
+    centre = torch.stack([torch.zeros_like(el), -torch.sin(el), -torch.cos(el)], dim=-1)
+    assert torch.allclose(rel_in.c2w[:, :3, 3], centre, atol=1e-5)
+    # up is -y in the level frame: the targets, all at one elevation, have one height -y
+    t_el = torch.deg2rad(params["elevation"][:, 1])
+    heights = -rel_t.c2w[:, 1, 3].reshape(5, 2) * params["distance"][:, :1]
+    assert torch.allclose(heights, (params["distance"][:, 1] * torch.sin(t_el))[:, None].expand(5, 2), atol=1e-4)
+    # turned about the up axis and moved closer: the same rays; level inputs: the input frame's
+    turned = orbit_cameras(params["elevation"].reshape(-1), params["azimuth"].reshape(-1) - 75.0,
+                           params["distance"].reshape(-1) * 1.3, params["fovy"].reshape(-1), 8, 8)
+    for a, b in zip(multiview_rays(inputs, targets, "level"), multiview_rays(*split_groups(turned, 2), "level")):
+        assert torch.allclose(a, b, atol=1e-4)
+    level = orbit_cameras(torch.zeros(15), params["azimuth"].reshape(-1), params["distance"].reshape(-1),
+                          params["fovy"].reshape(-1), 8, 8)
+    for a, b in zip(multiview_rays(*split_groups(level, 2), "level"), multiview_rays(*split_groups(level, 2))):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="camera frame"):
+        relative_cameras(inputs, targets, "world")
+
+
 def test_targets_share_the_input_framing_unless_asked_not_to():
     gen = torch.Generator().manual_seed(1)
     _, shared = sample_multiview_groups(64, 8, MultiViewGroupCameras(num_views=4), gen)
@@ -229,15 +254,27 @@ def test_cli_min_snr_gamma_sets_the_loss_weighting_of_teachers_only(tmp_path, ca
     assert not (tmp_path / "c").exists()
 
 
-def test_a_multiview_folder_from_before_the_camera_mlp_still_loads(tmp_path):
+def test_cli_camera_frame_sets_the_multiview_frame_only(tmp_path, capsys):
+    args = ["teacher", "train", "multiview", "--tiny", "--steps", "1", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "default")]) == 0
+    assert main(args + ["--out", str(tmp_path / "input"), "--camera-frame", "input"]) == 0
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["net"]["camera_frame"] == "level"
+    assert json.loads((tmp_path / "input" / "config.json").read_text())["net"]["camera_frame"] == "input"
+    capsys.readouterr()
+    assert main(["teacher", "train", "classifier", "--tiny", "--out", str(tmp_path / "c"), "--camera-frame", "level"]) == 2
+    assert "multi-view teacher" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_multiview_folder_from_before_the_camera_mlp_and_level_frame_still_loads(tmp_path):
     config = tiny_multiview()
     old_config = replace(config, net=replace(config.net, camera_grid=0))
     folder = _folder(tmp_path, "old", WorldMultiViewNet(old_config.net), old_config)
     raw = json.loads((folder / "config.json").read_text())
-    del raw["net"]["camera_grid"]  # written before the field existed
+    del raw["net"]["camera_grid"], raw["net"]["camera_frame"]  # written before the fields existed
     (folder / "config.json").write_text(json.dumps(raw))
     teacher = WorldMultiViewTeacher.from_pretrained(folder, device="cpu")
-    assert teacher.num_views == 2
+    assert teacher.num_views == 2 and teacher.config.net.camera_frame == "input"
 
 
 def test_camera_vectors_average_the_rays_per_cell():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from distill3d.diffusion.multiview_cameras import CAMERA_FRAMES
 from distill3d.errors import UserError
 
 TRAINABLE = ("text-to-image", "multiview", "classifier")
@@ -46,6 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--min-snr-gamma", type=float, default=None,
                    help="diffusion teachers: Min-SNR gamma of the loss weights, 0 for the plain loss "
                         "(default: the config's)")
+    p.add_argument("--camera-frame", choices=CAMERA_FRAMES, default=None,
+                   help="multi-view teacher: frame of its relative cameras (default: the config's, level)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -145,6 +148,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.min_snr_gamma < 0:
             raise UserError("--min-snr-gamma must be 0 (plain loss) or positive")
         config = replace(config, min_snr_gamma=args.min_snr_gamma or None)
+    if args.camera_frame is not None:
+        if not hasattr(config.net, "camera_frame"):
+            raise UserError(f"--camera-frame is for the multi-view teacher, not the {args.model}")
+        config = replace(config, net=replace(config.net, camera_frame=args.camera_frame))
     options = RunOptions(out=args.out, resume=args.resume, max_minutes=args.max_minutes, device=args.device,
                          export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
                          compile=args.compile)

@@ -1,12 +1,22 @@
 """Cameras of the multi-view teacher: pose-relative Pluecker rays and the group layout.
 
-Poses are expressed relative to the input camera, so the teacher never sees absolute world
-coordinates: the world is rotated into the input camera's frame and scaled so that the input
-camera sits at distance 1 from the object centre (the origin, which every orbit camera looks
-at). The input camera then always has the identity rotation and centre (0, 0, -1) (OpenCV
-axes), and a target camera keeps its pose relative to it. A single image fixes neither the
-object's size nor its distance, only their ratio; this normalisation is what makes a teacher
-usable on images whose distance is unknown.
+Poses are expressed relative to the input camera, so the teacher never sees the object's
+azimuth in the world: the world is turned into a frame of the input camera and scaled so that
+the input camera sits at distance 1 from the object centre (the origin, which every orbit
+camera looks at). A single image fixes neither the object's size nor its distance, only their
+ratio; this normalisation is what makes a teacher usable on images whose distance is unknown.
+
+Two frames (``CAMERA_FRAMES``, chosen by ``MultiViewNetConfig.camera_frame``):
+- ``"input"``: the input camera's own frame (OpenCV axes). The input camera always has the
+  identity rotation and centre (0, 0, -1), so its elevation, and with it the world's up
+  direction, is left to the network to guess from the image.
+- ``"level"``: the frame of the level camera at the input's azimuth: the input camera's frame
+  turned about its x axis until its view direction is horizontal. Up is then -y in every group,
+  and the input camera sits at (0, -sin e, -cos e) for an elevation e. The world's up axis (+Z)
+  is thus made known, as Zero-1-to-3's relative spherical cameras (elevation and azimuth
+  offsets) also take it to be; an input elevation of 0 gives the same frame as ``"input"``.
+  Fine-tuned into this frame, the world teacher gained 2 dB in one chunk (benchmarks/RESULTS.md,
+  session 14). Cameras must then be given in the world's convention (+Z up, ``distill3d.cameras``).
 
 Group layout (what the teacher is trained on, and what ``sample_multiview_groups`` draws):
 an input camera (elevation, azimuth, distance, fovy uniform in their ranges) and K target
@@ -26,23 +36,44 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distill3d.cameras import Cameras, orbit_cameras, rigid_inverse
+from distill3d.cameras import WORLD_UP, Cameras, orbit_cameras
 
 
-def relative_cameras(input_cameras: Cameras, target_cameras: Cameras) -> tuple[Cameras, Cameras]:
-    """Input [B] and target [B*K] cameras in the normalised frame of their input camera.
+CAMERA_FRAMES = ("input", "level")
+"""Frames of the relative cameras (module docstring)."""
+
+
+def level_rotation(c2w: Tensor) -> Tensor:
+    """Camera-to-world rotations [B, 3, 3] of level cameras (horizontal view direction, no roll)
+    at the azimuths of the cameras ``c2w`` [B, 4, 4]; a camera looking straight up or down keeps
+    its image x axis."""
+    up = torch.tensor(WORLD_UP, dtype=c2w.dtype, device=c2w.device).expand(len(c2w), 3)
+    x = torch.cross(c2w[:, :3, 2], up, dim=-1)
+    x = torch.where(x.norm(dim=-1, keepdim=True) < 1e-6, c2w[:, :3, 0], x)
+    x = x / x.norm(dim=-1, keepdim=True)
+    z = torch.cross(up, x, dim=-1)  # the view direction made horizontal
+    return torch.stack([x, torch.cross(z, x, dim=-1), z], dim=-1)
+
+
+def relative_cameras(input_cameras: Cameras, target_cameras: Cameras,
+                     frame: str = "input") -> tuple[Cameras, Cameras]:
+    """Input [B] and target [B*K] cameras in the normalised ``frame`` of their input camera.
 
     Returns (input, targets) with the same intrinsics; the K targets of object b are rows
     b*K .. b*K+K-1. Every input camera must look at the origin.
     """
+    if frame not in CAMERA_FRAMES:
+        raise ValueError(f"unknown camera frame {frame!r}; expected one of {CAMERA_FRAMES}")
     B, BK = len(input_cameras), len(target_cameras)
     if BK % B:
         raise ValueError(f"{BK} target cameras for {B} input cameras")
     K = BK // B
     c2w_in = input_cameras.c2w
     scale = 1.0 / c2w_in[:, :3, 3].norm(dim=-1).clamp_min(1e-8)  # [B]
-    world_to_canonical = rigid_inverse(c2w_in)  # [B, 4, 4]
-    world_to_canonical[:, :3, 3] = 0.0  # rotate about the origin only
+    rotation = c2w_in[:, :3, :3] if frame == "input" else level_rotation(c2w_in)
+    world_to_canonical = torch.zeros_like(c2w_in)  # rotate about the origin only
+    world_to_canonical[:, :3, :3] = rotation.transpose(1, 2)
+    world_to_canonical[:, 3, 3] = 1.0
     w2c = world_to_canonical.repeat_interleave(K, dim=0)
     rel_t = w2c @ target_cameras.c2w
     rel_t[:, :3, 3] *= scale.repeat_interleave(K)[:, None]
@@ -57,9 +88,10 @@ def plucker_maps(cameras: Cameras) -> Tensor:
     return cameras.plucker().permute(0, 3, 1, 2).contiguous()
 
 
-def multiview_rays(input_cameras: Cameras, target_cameras: Cameras) -> tuple[Tensor, Tensor]:
+def multiview_rays(input_cameras: Cameras, target_cameras: Cameras,
+                   frame: str = "input") -> tuple[Tensor, Tensor]:
     """Relative Pluecker maps of the input [B, 6, H, W] and target [B*K, 6, H, W] cameras."""
-    rel_in, rel_t = relative_cameras(input_cameras, target_cameras)
+    rel_in, rel_t = relative_cameras(input_cameras, target_cameras, frame)
     return plucker_maps(rel_in), plucker_maps(rel_t)
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from distill3d.diffusion.multiview_cameras import MultiViewGroupCameras, multiview_rays, sample_multiview_groups
+from distill3d.diffusion.multiview_cameras import (CAMERA_FRAMES, MultiViewGroupCameras, multiview_rays,
+                                                   sample_multiview_groups)
 from distill3d.diffusion.train import Generators, OptimConfig, diffusion_loss
 from distill3d.diffusion.world_networks import MultiViewNetConfig, ScheduleConfig, UNetConfig, WorldMultiViewNet
 from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig
@@ -27,7 +28,7 @@ class MultiViewTrainConfig:
     """Everything that defines a multi-view teacher run (written to config.json)."""
 
     kind: str = KIND
-    net: MultiViewNetConfig = field(default_factory=lambda: MultiViewNetConfig(camera_grid=4))
+    net: MultiViewNetConfig = field(default_factory=lambda: MultiViewNetConfig(camera_grid=4, camera_frame="level"))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cameras: MultiViewGroupCameras = field(default_factory=MultiViewGroupCameras)
     pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(
@@ -47,6 +48,7 @@ def tiny_config() -> MultiViewTrainConfig:
     """A CPU-sized configuration (16x16 views, 2 targets)."""
     return MultiViewTrainConfig(
         net=MultiViewNetConfig(resolution=16, num_views=2, token_dim=32, token_stride=4, camera_grid=4,
+                               camera_frame="level",
                                unet=UNetConfig(block_out_channels=(16, 32), attention_levels=(1,),
                                                attention_head_dim=16, norm_num_groups=8)),
         cameras=MultiViewGroupCameras(num_views=2),
@@ -65,6 +67,8 @@ class MultiViewTask:
             raise ValueError("pool.resolution must equal net.resolution")
         if config.cameras.num_views != config.net.num_views:
             raise ValueError("cameras.num_views must equal net.num_views")
+        if config.net.camera_frame not in CAMERA_FRAMES:
+            raise ValueError(f"net.camera_frame must be one of {CAMERA_FRAMES}, not {config.net.camera_frame!r}")
         self.config = config
         self.schedule = config.schedule.noise_schedule()
 
@@ -84,7 +88,8 @@ class MultiViewTask:
         index = pool.sample_indices(batch_size, generators.data)
         images = pool.images_float(index)  # [B, 1+K, 3, R, R]
         B, V = images.shape[:2]
-        input_rays, target_rays = multiview_rays(pool.cameras(index, 0), pool.cameras(index, slice(1, None)))
+        input_rays, target_rays = multiview_rays(pool.cameras(index, 0), pool.cameras(index, slice(1, None)),
+                                                 self.config.net.camera_frame)
         keep = torch.rand(B, generator=generators.noise, device=generators.noise.device).to(images.device)
         keep = (keep >= self.config.p_uncond).to(images.dtype)
         return {"input_image": images[:, 0] * keep[:, None, None, None], "input_rays": input_rays,

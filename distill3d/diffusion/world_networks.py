@@ -133,6 +133,9 @@ class MultiViewNetConfig:
     # camera vector: each view's Pluecker map averaged on a grid x grid grid. 0 (no camera MLP) is
     # what a config.json written before the MLP existed means; new runs use 4 (MultiViewTrainConfig).
     camera_grid: int = 0
+    # frame of the relative cameras (multiview_cameras.CAMERA_FRAMES). "input" is what a config.json
+    # written before the level frame existed means; new runs use "level" (MultiViewTrainConfig).
+    camera_frame: str = "input"
 
     @property
     def camera_dim(self) -> int:

@@ -180,13 +180,14 @@ class WorldMultiViewTeacher:
         [B] and the target cameras [B*K] (K consecutive per object; any K, trained with 4).
 
         Images are resized and cameras rescaled to the teacher's resolution. Only the cameras'
-        poses relative to the input camera matter (``multiview_cameras``).
+        poses relative to the input camera and, for a teacher in the level frame, to the world's
+        up axis (+Z, ``distill3d.cameras``) matter (``multiview_cameras``).
         """
         R = self.native_image_size
         image = self.encode_images(resize_images(input_images.to(self.device).float(), R))
         in_cams = input_cameras.to(self.device).resized(R, R)
         tgt_cams = target_cameras.to(self.device).resized(R, R)
-        input_rays, target_rays = multiview_rays(in_cams, tgt_cams)
+        input_rays, target_rays = multiview_rays(in_cams, tgt_cams, self.config.net.camera_frame)
         return MultiViewCond(image, input_rays, target_rays)
 
     def _predict(self, x_t: Tensor, t: Tensor, image: Tensor, cond: MultiViewCond, repeat: int) -> Tensor:
