@@ -62,8 +62,8 @@ def main() -> None:
     if args.samples:
         grid = torch.cat([rendered[:, :1], views, torch.ones_like(rendered[:, :1]), truth], dim=1)
         save_grid(grid.reshape(-1, R, R, 3), args.samples, columns=2 * K + 2)
-    report({"teacher": str(args.teacher), "split": args.split, "seed": args.seed, "objects": [o.prompt for o in objects],
-            "psnr_per_group": [round(float(p), 2) for p in per_view.mean(1)],
+    report({"teacher": str(args.teacher), "split": args.split, "seed": args.seed,
+            "objects": [o.prompt for o in objects], "psnr_per_group": [round(float(p), 2) for p in per_view.mean(1)],
             "psnr": round(float(per_view.mean()), 3)}, args.out)
 
 

@@ -261,7 +261,8 @@ def test_cli_camera_frame_sets_the_multiview_frame_only(tmp_path, capsys):
     assert json.loads((tmp_path / "default" / "config.json").read_text())["net"]["camera_frame"] == "level"
     assert json.loads((tmp_path / "input" / "config.json").read_text())["net"]["camera_frame"] == "input"
     capsys.readouterr()
-    assert main(["teacher", "train", "classifier", "--tiny", "--out", str(tmp_path / "c"), "--camera-frame", "level"]) == 2
+    classifier = ["teacher", "train", "classifier", "--tiny", "--out", str(tmp_path / "c")]
+    assert main(classifier + ["--camera-frame", "level"]) == 2
     assert "multi-view teacher" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 

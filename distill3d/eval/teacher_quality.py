@@ -8,7 +8,7 @@
   same prompts and cameras is reported beside it (``reference_*``) as the ceiling.
 - ``evaluate_multiview``: PSNR / SSIM of the K target views of deterministic 50-step DDIM
   against reference renders of the same held-out object at the same cameras (targets:
-  >= 20 dB, >= 0.85).
+  >= 20 dB, >= 0.85), also per shape.
 
 Views are framed so that the whole object is seen (``EVAL_VIEWS``); objects are taken
 round robin over ``heldout_objects()``, cameras from a seeded generator, so results repeat.
@@ -174,8 +174,7 @@ def evaluate_multiview(teacher: WorldMultiViewTeacher, count: int = 256, seed: i
     s = ssim(views.reshape(-1, R, R, 3), truth.reshape(-1, R, R, 3)).reshape(count, K)
     metrics = {"psnr": float(p.mean()), "ssim": float(s.mean()), "psnr_per_view": p.mean(0).tolist(),
                "ssim_per_view": s.mean(0).tolist(), **figures_per_shape(objects, p, s), "count": count,
-               "num_views": K, "seed": seed,
-               "num_steps": num_steps,
+               "num_views": K, "seed": seed, "num_steps": num_steps,
                "guidance_scale": teacher.default_guidance_scale if guidance_scale is None else guidance_scale,
                "targets": MULTIVIEW_TARGETS}
     metrics["passed"] = metrics["psnr"] >= MULTIVIEW_TARGETS["psnr"] and metrics["ssim"] >= MULTIVIEW_TARGETS["ssim"]
