@@ -138,7 +138,8 @@ def diffusion_loss(prediction: Tensor, x0: Tensor, eps: Tensor, abar: Tensor, pr
     each sample's loss is weighted so that it equals min(SNR, gamma) * |x0_hat - x0|^2
     (Min-SNR-gamma, Hang et al. 2023, Eq. 9, gamma = 5 there): for v that is
     min(SNR, gamma) / (SNR + 1), for eps min(SNR, gamma) / SNR. abar: [B]. For v the weight
-    goes to 0 with the SNR, so the steps near pure noise are hardly trained.
+    goes to 0 with the SNR, so the steps near pure noise are hardly trained: teachers trained so
+    never learned the first sampling steps (benchmarks/RESULTS.md, session 13).
     """
     targets = {"epsilon": eps, "v_prediction": v_from_x0_eps(x0, eps, abar), "sample": x0}
     if prediction_type not in targets:

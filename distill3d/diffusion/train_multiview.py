@@ -36,10 +36,8 @@ class MultiViewTrainConfig:
     steps: int = 16000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance
-    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train. Min-SNR-5 (Hang
-    # et al. 2023), which every chunk before session 13 used, weights t near T by about the SNR,
-    # i.e. hardly at all: those teachers never learned the first sampling steps
-    # (benchmarks/RESULTS.md, session 13).
+    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5 gives the
+    # Min-SNR-5 of every chunk before session 13 (why not: ``diffusion_loss``)
     min_snr_gamma: float | None = None
     default_guidance_scale: float = 1.0  # standard-form CFG scale of ``sample`` / ``eval``
 

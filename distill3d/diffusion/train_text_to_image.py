@@ -36,10 +36,8 @@ class TextToImageTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=2e-4))
     p_uncond: float = 0.1  # prompt dropout for classifier-free guidance (Ho & Salimans 2022)
     p_no_view: float = 0.1  # prompt without its view suffix
-    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train. Min-SNR-5 (Hang
-    # et al. 2023), which every chunk before session 13 used, weights t near T by about the SNR,
-    # i.e. hardly at all: those teachers never learned the first sampling steps
-    # (benchmarks/RESULTS.md, session 13).
+    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5 gives the
+    # Min-SNR-5 of every chunk before session 13 (why not: ``diffusion_loss``)
     min_snr_gamma: float | None = None
     default_guidance_scale: float = 3.0  # standard-form CFG scale used by ``sample`` / ``eval``
 
