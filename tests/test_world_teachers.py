@@ -146,6 +146,36 @@ def test_render_pool_entries_match_their_labels():
         assert torch.equal(pool.bucket[i], expected)
 
 
+def test_shape_repeats_give_a_shape_its_share_of_the_pool_and_keep_the_rest_balanced():
+    from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig
+    from distill3d.world.split import train_objects
+
+    config = RenderPoolConfig(size=4, shape_repeats={"cube": 3, "house": 2})
+    pool = RenderPool(config, 1, lambda n, r, g: None)
+    objects = train_objects()
+    count = {shape: sum(o.shape == shape for o in objects) for shape in ("cube", "house", "sphere")}
+    drawn = pool.next_objects(len(pool.objects), torch.Generator().manual_seed(0))  # one permutation
+    assert len(pool.objects) == len(objects) + 2 * count["cube"] + count["house"]
+    for shape, copies in (("cube", 3), ("house", 2), ("sphere", 1)):
+        assert sum(o.shape == shape for o in drawn) == copies * count[shape]
+    cubes = [o for o in drawn if o.shape == "cube"]
+    assert all(cubes.count(o) == 3 for o in cubes)  # every cube, not only some, three times
+    for bad in ({"cuboid": 2}, {"cube": 0}, {"cube": 1.5}):
+        with pytest.raises(ValueError, match="shape_repeats"):
+            RenderPoolConfig(shape_repeats=bad)
+
+
+def test_cli_shape_repeats_reach_the_run_config_and_reject_bad_items(tmp_path, capsys):
+    args = ["teacher", "train", "multiview", "--tiny", "--steps", "1", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "r"), "--shape-repeats", "cube=2,house=3"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["pool"]["shape_repeats"] == {"cube": 2, "house": 3}
+    for bad in ("cube", "cube=0", "cuboid=2", "cube=two"):
+        capsys.readouterr()
+        assert main(args + ["--out", str(tmp_path / "bad"), "--shape-repeats", bad]) == 2
+        assert "--shape-repeats" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_diffusion_loss_is_zero_at_the_target():
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)

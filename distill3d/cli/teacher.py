@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--anneal-steps", type=int, default=None,
                    help="decay lr linearly to 0 over the last N of --steps (default: the config's, 0 = constant)")
     p.add_argument("--pool-size", type=int, default=None, help="render pool entries (default: the config's)")
+    p.add_argument("--shape-repeats", default=None, metavar="SHAPE=N,...",
+                   help="draw every training object of these shapes N times as often, e.g. cube=2,house=2")
     p.add_argument("--min-snr-gamma", type=float, default=None,
                    help="diffusion teachers: Min-SNR gamma of the loss weights, 0 for the plain loss "
                         "(default: the config's)")
@@ -142,6 +144,8 @@ def _train(args: argparse.Namespace) -> int:
         config = replace(config, steps=args.steps)
     if args.pool_size is not None:
         config = replace(config, pool=replace(config.pool, size=args.pool_size))
+    if args.shape_repeats is not None:
+        config = replace(config, pool=replace(config.pool, shape_repeats=_shape_repeats(args.shape_repeats)))
     if args.min_snr_gamma is not None:
         if not hasattr(config, "min_snr_gamma"):
             raise UserError(f"--min-snr-gamma is for the diffusion teachers, not the {args.model}")
@@ -159,6 +163,20 @@ def _train(args: argparse.Namespace) -> int:
     state = "finished" if summary["finished"] else "stopped (resume with --resume)"
     print(f"{args.model}: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
     return 0
+
+
+def _shape_repeats(text: str) -> dict[str, int]:
+    """'cube=2,house=3' -> {'cube': 2, 'house': 3}; '' -> {} (every shape once)."""
+    from distill3d.world.vocabulary import SHAPES
+
+    repeats = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        shape, _, count = item.partition("=")
+        if shape not in SHAPES or not count.isdigit() or int(count) < 1:
+            raise UserError(f"--shape-repeats takes SHAPE=N items with N >= 1 and SHAPE one of {', '.join(SHAPES)}; "
+                            f"got {item!r}")
+        repeats[shape] = int(count)
+    return repeats
 
 
 # ---------------------------------------------------------------------- sample

@@ -11,13 +11,16 @@ An entry is one view (text-to-image, classifier) or a group of 1 + K views of on
 (multi-view teacher). Only training objects (``train_objects``) are ever drawn, in a
 sequence of random permutations, so that every training object is in the pool in about
 equal numbers (no attribute can be guessed from which combinations happen to be present).
+``RenderPoolConfig.shape_repeats`` may list every object of a shape several times in each
+permutation, to give a shape the teacher finds hard a larger share of the training (colours
+and patterns stay balanced within the shape).
 All randomness comes from the generator passed in, so a pool is reproducible from its seed.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -28,6 +31,7 @@ from distill3d.cameras import Cameras, orbit_cameras, sample_orbit_cameras
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import train_objects
+from distill3d.world.vocabulary import SHAPES
 from distill3d.world.views import view_bucket_index
 
 
@@ -72,6 +76,14 @@ class RenderPoolConfig:
     resolution: int = 64
     supersample: int = 2
     chunk_rays: int = 1 << 20  # rays traced at once per shape (GPU memory vs. kernel launches)
+    shape_repeats: dict[str, int] = field(default_factory=dict)  # shape -> copies per permutation (default 1)
+
+    def __post_init__(self) -> None:
+        for shape, copies in self.shape_repeats.items():
+            if shape not in SHAPES:
+                raise ValueError(f"shape_repeats names {shape!r}, which is not a shape of the world {SHAPES}")
+            if not isinstance(copies, int) or copies < 1:
+                raise ValueError(f"shape_repeats[{shape!r}] must be a whole number >= 1, got {copies!r}")
 
     @property
     def block_size(self) -> int:
@@ -80,6 +92,11 @@ class RenderPoolConfig:
     @property
     def num_blocks(self) -> int:
         return max(1, self.size // self.block_size)
+
+
+def repeat_shapes(objects: list[WorldObject], repeats: dict[str, int]) -> list[WorldObject]:
+    """``objects`` with every object of shape s listed ``repeats[s]`` times (others once)."""
+    return [o for o in objects for _ in range(repeats.get(o.shape, 1))]
 
 
 EntryCameraSampler = Callable[[int, int, torch.Generator], tuple[Cameras, dict]]
@@ -100,7 +117,7 @@ class RenderPool:
         self.views = views_per_entry
         self.sample_cameras = sample_cameras
         self.device = torch.device(device)
-        self.objects = objects if objects is not None else train_objects()
+        self.objects = objects if objects is not None else repeat_shapes(train_objects(), config.shape_repeats)
         N, V, R = config.num_blocks * config.block_size, views_per_entry, config.resolution
         self.images = torch.zeros(N, V, 3, R, R, dtype=torch.uint8, device=self.device)
         self.c2w = torch.zeros(N, V, 4, 4, device=self.device)
