@@ -274,6 +274,19 @@ def orbit_cameras(elevation_deg, azimuth_deg, distance, fovy_deg, width: int, he
     return Cameras(look_at(eye, tgt), intrinsics_from_fovy(fov, width, height), width, height)
 
 
+def turned_about_up(camera: Cameras, degrees: torch.Tensor) -> Cameras:
+    """One camera [1] turned about the world's up axis (+Z through the origin) by each angle [T] -> [T].
+
+    For an orbit camera this adds the angle to its azimuth (``orbit_cameras``).
+    """
+    if len(camera) != 1:
+        raise ValueError(f"turned_about_up takes one camera, got {len(camera)}")
+    a = torch.as_tensor(degrees).to(camera.c2w).reshape(-1) * (math.pi / 180.0)
+    turn = torch.eye(4, dtype=camera.c2w.dtype, device=camera.c2w.device).repeat(len(a), 1, 1)
+    turn[:, 0, 0], turn[:, 0, 1], turn[:, 1, 0], turn[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
+    return Cameras(turn @ camera.c2w, camera.K.expand(len(a), 3, 3), camera.width, camera.height)
+
+
 def sample_orbit_cameras(n: int, width: int, height: int, *,
                          elevation_range: tuple[float, float] = (-10.0, 45.0),
                          azimuth_range: tuple[float, float] = (-180.0, 180.0),

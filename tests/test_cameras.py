@@ -5,7 +5,7 @@ import torch
 
 from distill3d.cameras import (Cameras, intrinsics_from_fovy, look_at, opencv_to_opengl, opengl_to_opencv,
                                orbit_cameras, plucker_embedding, position_to_spherical, sample_orbit_cameras,
-                               spherical_to_position)
+                               spherical_to_position, turned_about_up)
 
 
 def test_orbit_frame_conventions():
@@ -142,3 +142,13 @@ def test_bad_shapes_rejected():
         Cameras(torch.eye(4)[None], torch.eye(3)[None].repeat(2, 1, 1), 8, 8)
     with pytest.raises(ValueError):
         orbit_cameras([0.0, 1.0], [0.0, 1.0, 2.0], 2.0, 40.0, 8, 8)
+
+
+def test_turning_an_orbit_camera_about_up_adds_to_its_azimuth():
+    camera = orbit_cameras(20.0, 30.0, 2.5, 40.0, 32, 32)
+    turned = turned_about_up(camera, torch.tensor([0.0, 25.0, -90.0]))
+    for angle, c2w in zip((0.0, 25.0, -90.0), turned.c2w):
+        assert torch.allclose(c2w, orbit_cameras(20.0, 30.0 + angle, 2.5, 40.0, 32, 32).c2w[0], atol=1e-6)
+    assert torch.equal(turned.K, camera.K.expand(3, 3, 3))
+    with pytest.raises(ValueError, match="one camera"):
+        turned_about_up(orbit_cameras([0.0, 10.0], 0.0, 2.0, 40.0, 8, 8), torch.tensor([5.0]))
