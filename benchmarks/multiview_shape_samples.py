@@ -25,7 +25,7 @@ from bench_report import report
 from distill3d.diffusion.multiview_cameras import split_groups
 from distill3d.diffusion.world_teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 from distill3d.eval.metrics import psnr
-from distill3d.eval.teacher_quality import multiview_eval_groups, render_views, save_grid
+from distill3d.eval.teacher_quality import multiview_eval_groups_of_shapes, render_views, save_grid
 from distill3d.world.split import train_objects
 
 
@@ -43,10 +43,8 @@ def main() -> None:
 
     teacher = WorldMultiViewTeacher.from_pretrained(args.teacher, device=args.device)
     R, K = teacher.native_image_size, teacher.num_views
-    objects, cams = multiview_eval_groups(teacher, 256, 0)
-    chosen = [i for i, o in enumerate(objects) if o.shape in args.shapes.split(",")][:args.count]
-    rows = torch.tensor([i * (K + 1) + j for i in chosen for j in range(K + 1)])
-    cams, objects, n = cams[rows].to(teacher.device), [objects[i] for i in chosen], len(chosen)
+    objects, cams = multiview_eval_groups_of_shapes(teacher, args.shapes.split(","), args.count)
+    cams, n = cams.to(teacher.device), len(objects)
     if args.split == "train":
         seen = {shape: [o for o in train_objects() if o.shape == shape] for shape in {o.shape for o in objects}}
         drawn = Counter()

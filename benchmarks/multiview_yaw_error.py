@@ -24,7 +24,7 @@ from distill3d.cameras import turned_about_up
 from distill3d.diffusion.multiview_cameras import split_groups
 from distill3d.diffusion.world_teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 from distill3d.eval.metrics import psnr
-from distill3d.eval.teacher_quality import multiview_eval_groups, render_views
+from distill3d.eval.teacher_quality import multiview_eval_groups_of_shapes, render_views
 
 
 def main() -> None:
@@ -41,10 +41,8 @@ def main() -> None:
 
     teacher = WorldMultiViewTeacher.from_pretrained(args.teacher, device=args.device)
     R, K = teacher.native_image_size, teacher.num_views
-    objects, cams = multiview_eval_groups(teacher, 256, 0)
-    chosen = [i for i, o in enumerate(objects) if o.shape in args.shapes.split(",")][:args.count]
-    rows = torch.tensor([i * (K + 1) + j for i in chosen for j in range(K + 1)])
-    cams, objects, n = cams[rows].to(teacher.device), [objects[i] for i in chosen], len(chosen)
+    objects, cams = multiview_eval_groups_of_shapes(teacher, args.shapes.split(","), args.count)
+    cams, n = cams.to(teacher.device), len(objects)
     rendered = render_views([o for o in objects for _ in range(K + 1)], cams).reshape(n, K + 1, R, R, 3)
     inputs, targets = split_groups(cams, K)
     cond = teacher.encode_condition(rendered[:, 0], inputs, targets)

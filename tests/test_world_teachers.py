@@ -363,6 +363,18 @@ def test_teachers_satisfy_the_teacher_interface(models):
         mv.encode_prompt(["a red torus"])
 
 
+def test_multiview_eval_groups_of_shapes_are_the_evaluations_groups_of_those_shapes(models):
+    from distill3d.eval.teacher_quality import multiview_eval_groups, multiview_eval_groups_of_shapes
+
+    mv = WorldMultiViewTeacher.from_pretrained(models["mv"], device="cpu")
+    objects, cams = multiview_eval_groups(mv, 256, 0)
+    chosen, chosen_cams = multiview_eval_groups_of_shapes(mv, ("cube", "mug"), 5)
+    first = [i for i, o in enumerate(objects) if o.shape in ("cube", "mug")][:5]
+    assert chosen == [objects[i] for i in first] and len(chosen) == 5
+    for n, i in enumerate(first):
+        assert torch.equal(chosen_cams.c2w[n * 3:n * 3 + 3], cams.c2w[i * 3:i * 3 + 3])  # 1 input + 2 targets
+
+
 def test_cli_sample_writes_a_png(models, tmp_path):
     out = tmp_path / "samples.png"
     assert main(["teacher", "sample", "--prompt", "a red striped torus, front view", "--teacher", str(models["t2i"]),

@@ -20,6 +20,7 @@ import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -143,6 +144,17 @@ def multiview_eval_groups(teacher: WorldMultiViewTeacher, count: int = 256,
     layout = replace(teacher.config.cameras, num_views=teacher.num_views)
     cams, _ = sample_multiview_groups(count, teacher.native_image_size, layout, torch.Generator().manual_seed(seed))
     return eval_objects(count), cams
+
+
+def multiview_eval_groups_of_shapes(teacher: WorldMultiViewTeacher, shapes: Sequence[str],
+                                    count: int) -> tuple[list[WorldObject], Cameras]:
+    """The first ``count`` of the evaluation's 256 groups whose object has one of ``shapes``:
+    objects [n] and cameras [n * (1 + K)] (input first), n <= count."""
+    K = teacher.num_views
+    objects, cams = multiview_eval_groups(teacher, 256, 0)
+    chosen = [i for i, o in enumerate(objects) if o.shape in shapes][:count]
+    rows = torch.tensor([i * (K + 1) + j for i in chosen for j in range(K + 1)], dtype=torch.long)
+    return [objects[i] for i in chosen], cams[rows]
 
 
 def figures_per_shape(objects: list[WorldObject], psnrs: Tensor, ssims: Tensor) -> dict[str, dict[str, float]]:
