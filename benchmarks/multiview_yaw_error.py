@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if not 0 < args.step_degrees <= 90:
+        parser.error("--step-degrees must be in (0, 90]")
 
     teacher = WorldMultiViewTeacher.from_pretrained(args.teacher, device=args.device)
     R, K = teacher.native_image_size, teacher.num_views
@@ -48,7 +50,9 @@ def main() -> None:
     cond = teacher.encode_condition(rendered[:, 0], inputs, targets)
     views = teacher.sample(cond, num_steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
                            progress=True)
-    turns = torch.arange(-180.0, 180.0, args.step_degrees)
+    side = int(180.0 // args.step_degrees)
+    turns = args.step_degrees * torch.arange(-side, side + 1, dtype=torch.float32)
+    turns = turns[turns > -180.0]  # multiples of the step in (-180, 180], 0 among them
     zero = int((turns == 0).nonzero())
     groups = []
     for g in range(n):
