@@ -4,10 +4,8 @@ view bucket against the distance to the nearest bucket boundary.
     PYTHONPATH=. python benchmarks/classifier_errors.py --out classifier_errors.json [--classifier DIR]
 
 The views are those of ``distill3d teacher eval classifier`` (same objects, cameras and seed).
-The view bucket is a hard cut of a continuous camera angle (front within 45 degrees of +X,
-back within 45 of -X, overhead above 60 degrees elevation), so views a few degrees from a cut
-look almost alike on either side of it; the bucket accuracy is also reported for views at
-least ``--margins`` degrees away from every cut.
+The bucket accuracy is also reported for views at least ``--margins`` degrees away from every
+bucket cut (``distill3d.eval.view_ambiguity.degrees_to_bucket_cut``).
 """
 
 from __future__ import annotations
@@ -20,20 +18,10 @@ from bench_report import report
 
 from distill3d.eval.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
+from distill3d.eval.view_ambiguity import degrees_to_bucket_cut
 from distill3d.world import view_bucket_index
-from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, degrees_off_front
+from distill3d.world.views import OVERHEAD_ELEVATION_DEG
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
-
-
-def degrees_to_bucket_boundary(azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
-    """[N] degrees from a view to the nearest cut between view buckets (azimuth or elevation)."""
-    off_front = degrees_off_front(azimuth)
-    to_cut = torch.minimum((off_front - FRONT_HALF_ANGLE_DEG).abs(),
-                           (off_front - (180.0 - FRONT_HALF_ANGLE_DEG)).abs())
-    overhead = elevation > OVERHEAD_ELEVATION_DEG
-    # above the cut all azimuths are "overhead": only the elevation cut counts there
-    return torch.where(overhead, elevation - OVERHEAD_ELEVATION_DEG,
-                       torch.minimum(to_cut, OVERHEAD_ELEVATION_DEG - elevation))
 
 
 def main() -> None:
@@ -58,7 +46,7 @@ def main() -> None:
     front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects])
     truth = view_bucket_index(params["azimuth"], params["elevation"])
     right = logp["bucket"].argmax(-1).cpu() == truth
-    margin = degrees_to_bucket_boundary(params["azimuth"], params["elevation"])
+    margin = degrees_to_bucket_cut(params["azimuth"], params["elevation"])
     by_margin = {}
     for m in args.margins:
         far = front & (margin >= m)

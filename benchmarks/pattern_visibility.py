@@ -23,22 +23,10 @@ from bench_report import report
 
 from distill3d.eval.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
-from distill3d.world.prompts import WorldObject
+from distill3d.eval.view_ambiguity import TWO_TONE, pattern_hidden
 from distill3d.world.vocabulary import PLAIN, SHAPES
 
-TWO_TONE = "two-tone"
 ELEVATION_BANDS = ((-10.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 90.0))  # degrees, [low, high)
-
-
-def counterpart(obj: WorldObject) -> WorldObject:
-    """The same shape and colour with plain and two-tone swapped."""
-    return WorldObject(obj.colour, TWO_TONE if obj.pattern == PLAIN else PLAIN, obj.shape)
-
-
-def indistinguishable(a: torch.Tensor, b: torch.Tensor, pixel_tolerance: float, max_pixel_share: float) -> torch.Tensor:
-    """[N] bool: images a, b [N, H, W, 3] differ (> tolerance in any channel) on too few pixels to tell apart."""
-    differing = ((a - b).abs() > pixel_tolerance).any(dim=-1).flatten(1).float().mean(dim=1)
-    return differing < max_pixel_share
 
 
 def share(mask: torch.Tensor) -> float | None:
@@ -65,10 +53,7 @@ def main() -> None:
     correct = classifier.log_probs(images)["pattern"].argmax(-1).cpu() == pattern_truth
 
     pair = torch.tensor([o.pattern in (PLAIN, TWO_TONE) for o in objects])
-    idx = pair.nonzero().squeeze(1)
-    counterparts = render_views([counterpart(objects[i]) for i in idx.tolist()], cams[idx])
-    hidden = torch.zeros(args.count, dtype=torch.bool)
-    hidden[idx] = indistinguishable(images[idx], counterparts, args.pixel_tolerance, args.max_pixel_share)
+    hidden = pattern_hidden(objects, cams, images, args.pixel_tolerance, args.max_pixel_share)
 
     elevation, shapes = params["elevation"], [o.shape for o in objects]
     bands = {}

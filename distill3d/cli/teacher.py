@@ -51,6 +51,11 @@ def register(subparsers) -> None:
                         "(default: the config's)")
     p.add_argument("--camera-frame", choices=CAMERA_FRAMES, default=None,
                    help="multi-view teacher: frame of its relative cameras (default: the config's, level)")
+    p.add_argument("--recolour", choices=("permute", "mix"), default=None,
+                   help="classifier: show part of each batch with its RGB channels permuted, or in random "
+                        "colours by mixing them (default: the config's, permute)")
+    p.add_argument("--recolour-fraction", type=float, default=None,
+                   help="classifier: share of each batch shown in other colours (default: the config's, 0.5)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -160,6 +165,14 @@ def _train(args: argparse.Namespace) -> int:
         if not hasattr(config.net, "camera_frame"):
             raise UserError(f"--camera-frame is for the multi-view teacher, not the {args.model}")
         config = replace(config, net=replace(config.net, camera_frame=args.camera_frame))
+    for name in ("recolour", "recolour_fraction"):
+        if getattr(args, name) is not None:
+            if not hasattr(config, name):
+                raise UserError(f"--{name.replace('_', '-')} is for the classifier, not the {args.model}")
+            try:
+                config = replace(config, **{name: getattr(args, name)})
+            except ValueError as error:
+                raise UserError(f"--{name.replace('_', '-')}: {error}") from None
     options = RunOptions(out=args.out, resume=args.resume, max_minutes=args.max_minutes, device=args.device,
                          export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
                          compile=args.compile)

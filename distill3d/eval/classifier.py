@@ -9,15 +9,16 @@ method: attribute accuracy and R-precision (``prompt_log_likelihood``).
 Augmentation keeps colour identity: no colour or brightness jitter; only a random
 down-and-up resampling (blur) and a little Gaussian pixel noise, so that soft or slightly
 noisy renders of learned 3D models are read like sharp ones. Separately, half of each batch
-has its RGB channels permuted and no colour label (``classifier_recolour``), so that shape,
-pattern and view are read independently of the colour.
+is shown in other colours and has no colour label, so that shape, pattern and view are read
+independently of the colour: its RGB channels permuted (``classifier_recolour``, ``recolour =
+"permute"``) or its albedos mixed to random colours (``classifier_colour_mix``, ``"mix"``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from distill3d.devices import pick_device
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.train import Generators, OptimConfig, load_weights
 from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras
+from distill3d.eval.classifier_colour_mix import ColourTable, mix_colours
 from distill3d.eval.classifier_recolour import allowed_permutations, recolour
 from distill3d.world.prompts import WorldObject
 from distill3d.world.vocabulary import COLOURS, PATTERNS, SHAPES, SHAPES_WITH_FRONT, VIEW_BUCKETS
@@ -168,7 +170,14 @@ class ClassifierTrainConfig:
                                                                    weight_decay=0.05, anneal_steps=5000))
     blur_probability: float = 0.3  # down-and-up resampling by a factor in [0.4, 1]
     noise_std_max: float = 0.03  # Gaussian pixel noise, std uniform in [0, max] (images in [0, 1])
-    recolour_fraction: float = 0.5  # share of each batch with permuted channels and no colour label
+    recolour_fraction: float = 0.5  # share of each batch shown in other colours, with no colour label
+    recolour: Literal["permute", "mix"] = "permute"  # channel permutations, or random colours by mixing
+
+    def __post_init__(self) -> None:
+        if self.recolour not in ("permute", "mix"):
+            raise ValueError(f"recolour must be 'permute' or 'mix', got {self.recolour!r}")
+        if not 0.0 <= self.recolour_fraction <= 1.0:
+            raise ValueError(f"recolour_fraction must lie in [0, 1], got {self.recolour_fraction}")
 
 
 def tiny_config() -> ClassifierTrainConfig:
@@ -223,6 +232,7 @@ class ClassifierTask:
             raise ValueError("pool.resolution must equal net.resolution")
         self.config = config
         self.allowed_recolours = allowed_permutations()
+        self.colour_table = ColourTable.build()
 
     def build_model(self) -> nn.Module:
         return WorldClassifier(self.config.net)
@@ -233,6 +243,15 @@ class ClassifierTask:
     def loss(self, model: nn.Module, pool: RenderPool, batch_size: int, generators: Generators) -> Tensor:
         index = pool.sample_indices(batch_size, generators.data)
         objects = pool.object_index[index]
-        x = augment(pool.images_float(index)[:, 0], self.config, generators)
-        x, colour_known = recolour(x, objects, self.config.recolour_fraction, self.allowed_recolours, generators.noise)
+        x = pool.images_float(index)[:, 0]
+        if self.config.recolour == "mix":  # before the noise, which a mixing matrix would amplify
+            if self.colour_table.albedos.device != x.device:
+                self.colour_table = self.colour_table.to(x.device)
+            x, colour_known = mix_colours(x, objects, self.config.recolour_fraction, self.colour_table,
+                                          generators.noise)
+            x = augment(x, self.config, generators)
+        else:
+            x = augment(x, self.config, generators)
+            x, colour_known = recolour(x, objects, self.config.recolour_fraction, self.allowed_recolours,
+                                       generators.noise)
         return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known)
