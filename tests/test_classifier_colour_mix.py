@@ -99,6 +99,29 @@ def test_cli_recolour_reaches_the_classifier_config_only(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "bad"), "--recolour-fraction", "1.5"]) == 2
     assert "recolour" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    assert main(args + ["--out", str(tmp_path / "s"), "--recolour", "mix", "--recolour-guard", "shape",
+                        "--skip-heldout-colour-shapes"]) == 0
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert (config["recolour_guard"], config["skip_heldout_colour_shapes"]) == ("shape", True)
     teacher = ["teacher", "train", "multiview", "--tiny", "--steps", "1", "--device", "cpu"]
     assert main(teacher + ["--out", str(tmp_path / "mv"), "--recolour", "mix"]) == 2
     assert "classifier" in capsys.readouterr().err
+
+
+def test_the_shape_guard_keeps_random_colours_away_from_every_heldout_look_of_the_shape():
+    table = ColourTable.build("shape")
+    objects = [o for o in all_objects() if o.shape == "sphere" for _ in range(10)]
+    index = torch.tensor([o.index for o in objects])
+    targets, found = random_targets(index, table, torch.Generator().manual_seed(2))
+    looks = torch.tensor([COLOURS[o.colour] for o in heldout_objects() if o.shape == "sphere"])
+    assert found.float().mean() > 0.5
+    assert (torch.cdist(targets[found][:, 0], looks) >= LOOKALIKE_DISTANCE).all()
+
+
+def test_skipping_heldout_colour_shapes_drops_every_pattern_of_those_looks():
+    config = tiny_config()
+    config.skip_heldout_colour_shapes = True
+    objects = ClassifierTask(config).training_objects()
+    looks = {(o.shape, o.colour) for o in heldout_objects()}
+    assert objects and not any((o.shape, o.colour) in looks for o in objects)
+    assert {o.shape for o in objects} == {o.shape for o in all_objects()}

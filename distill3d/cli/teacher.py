@@ -56,6 +56,11 @@ def register(subparsers) -> None:
                         "colours by mixing them (default: the config's, permute)")
     p.add_argument("--recolour-fraction", type=float, default=None,
                    help="classifier: share of each batch shown in other colours (default: the config's, 0.5)")
+    p.add_argument("--recolour-guard", choices=("pattern", "shape"), default=None,
+                   help="classifier, --recolour mix: keep random colours away from held-out objects of the same "
+                        "shape and pattern, or of the same shape whatever the pattern (default: pattern)")
+    p.add_argument("--skip-heldout-colour-shapes", action="store_true", default=None,
+                   help="classifier: train on no object that shares shape and colour with a held-out object")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -165,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         if not hasattr(config.net, "camera_frame"):
             raise UserError(f"--camera-frame is for the multi-view teacher, not the {args.model}")
         config = replace(config, net=replace(config.net, camera_frame=args.camera_frame))
-    for name in ("recolour", "recolour_fraction"):
+    for name in ("recolour", "recolour_fraction", "recolour_guard", "skip_heldout_colour_shapes"):
         if getattr(args, name) is not None:
             if not hasattr(config, name):
                 raise UserError(f"--{name.replace('_', '-')} is for the classifier, not the {args.model}")

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from distill3d.devices import pick_device
 from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
 from distill3d.diffusion.train import Generators, OptimConfig, load_weights
-from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras
+from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 from distill3d.eval.classifier_colour_mix import ColourTable, mix_colours
 from distill3d.eval.classifier_recolour import allowed_permutations, recolour
 from distill3d.world.prompts import WorldObject
+from distill3d.world.split import heldout_objects, train_objects
 from distill3d.world.vocabulary import COLOURS, PATTERNS, SHAPES, SHAPES_WITH_FRONT, VIEW_BUCKETS
 
 KIND = "world-classifier"
@@ -172,10 +173,14 @@ class ClassifierTrainConfig:
     noise_std_max: float = 0.03  # Gaussian pixel noise, std uniform in [0, max] (images in [0, 1])
     recolour_fraction: float = 0.5  # share of each batch shown in other colours, with no colour label
     recolour: Literal["permute", "mix"] = "permute"  # channel permutations, or random colours by mixing
+    recolour_guard: Literal["pattern", "shape"] = "pattern"  # "mix": the held-out objects to keep away from
+    skip_heldout_colour_shapes: bool = False  # train on no object sharing shape and colour with a held-out one
 
     def __post_init__(self) -> None:
         if self.recolour not in ("permute", "mix"):
             raise ValueError(f"recolour must be 'permute' or 'mix', got {self.recolour!r}")
+        if self.recolour_guard not in ("pattern", "shape"):
+            raise ValueError(f"recolour_guard must be 'pattern' or 'shape', got {self.recolour_guard!r}")
         if not 0.0 <= self.recolour_fraction <= 1.0:
             raise ValueError(f"recolour_fraction must lie in [0, 1], got {self.recolour_fraction}")
 
@@ -232,13 +237,23 @@ class ClassifierTask:
             raise ValueError("pool.resolution must equal net.resolution")
         self.config = config
         self.allowed_recolours = allowed_permutations()
-        self.colour_table = ColourTable.build()
+        self.colour_table = ColourTable.build(config.recolour_guard)
 
     def build_model(self) -> nn.Module:
         return WorldClassifier(self.config.net)
 
     def build_pool(self, device: torch.device) -> RenderPool:
-        return RenderPool(self.config.pool, 1, self.config.cameras.sample, device)
+        return RenderPool(self.config.pool, 1, self.config.cameras.sample, device, objects=self.training_objects())
+
+    def training_objects(self) -> list[WorldObject]:
+        """The objects of the render pool: the training objects, without those that share shape and colour
+        with a held-out object when ``skip_heldout_colour_shapes`` (for each such look, training would
+        otherwise show only the patterns that are not held out)."""
+        objects = train_objects()
+        if self.config.skip_heldout_colour_shapes:
+            looks = {(o.shape, o.colour) for o in heldout_objects()}
+            objects = [o for o in objects if (o.shape, o.colour) not in looks]
+        return repeat_shapes(objects, self.config.pool.shape_repeats)
 
     def loss(self, model: nn.Module, pool: RenderPool, batch_size: int, generators: Generators) -> Tensor:
         index = pool.sample_indices(batch_size, generators.data)

@@ -19,17 +19,23 @@ Random targets are uniform in [0, ``MAX_ALBEDO``]^3 and are redrawn (``tries`` t
   has its colour within ``LOOKALIKE_DISTANCE`` of ``c1`` (and, unless plain, its secondary
   colour within that distance of ``c2``), the rule of ``classifier_recolour.looks_like_heldout``.
 Images that found no allowed targets keep their colours.
+
+``ColourTable.build(guard="shape")`` is stricter: ``c1`` may then come near no held-out object
+of the same shape, whatever its pattern. The look-alike rule leaves a one-sided picture: near
+"a red plain sphere" training shows red-topped spheres of every pattern but plain, so the
+classifier learns that such a sphere is never plain; the stricter guard shows none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from distill3d.eval.classifier_recolour import LOOKALIKE_DISTANCE
-from distill3d.world.prompts import all_objects
+from distill3d.world.prompts import WorldObject, all_objects
 from distill3d.world.split import is_heldout
 from distill3d.world.vocabulary import COLOURS, PLAIN, SECONDARY_COLOURS
 
@@ -41,24 +47,29 @@ MAX_ALBEDO = 0.92
 class ColourTable:
     """Per object (``WorldObject.index``): albedos and the held-out objects it must not resemble.
 
-    albedos [O, 2, 3]: colour and secondary colour; plain [O] bool; twins [O, T, 2, 3]: albedos
-    of the held-out objects of the same shape and pattern (padded), twin_mask [O, T] bool.
+    albedos [O, 2, 3]: colour and secondary colour; colour_only [O] bool (only the first colour is
+    compared); twins [O, T, 2, 3]: albedos of the held-out objects it must not resemble
+    (padded), twin_mask [O, T] bool.
     """
 
     albedos: Tensor
-    plain: Tensor
+    colour_only: Tensor
     twins: Tensor
     twin_mask: Tensor
 
     @classmethod
-    def build(cls) -> "ColourTable":
+    def build(cls, guard: Literal["pattern", "shape"] = "pattern") -> "ColourTable":
+        """guard "pattern": twins are the held-out objects of the same shape and pattern; "shape":
+        of the same shape, any pattern, compared by their colour alone (every object counts as plain)."""
         objects = all_objects()
 
         def pair(colour: str) -> list[tuple[float, float, float]]:
             return [COLOURS[colour], COLOURS[SECONDARY_COLOURS[colour]]]
 
-        twins = [[pair(t.colour) for t in objects if is_heldout(t) and (t.shape, t.pattern) == (o.shape, o.pattern)]
-                 for o in objects]
+        def twin(t: WorldObject, o: WorldObject) -> bool:
+            return is_heldout(t) and t.shape == o.shape and (guard == "shape" or t.pattern == o.pattern)
+
+        twins = [[pair(t.colour) for t in objects if twin(t, o)] for o in objects]
         T = max(1, max(len(t) for t in twins))
         padded = torch.zeros(len(objects), T, 2, 3)
         mask = torch.zeros(len(objects), T, dtype=torch.bool)
@@ -67,10 +78,11 @@ class ColourTable:
                 padded[i, :len(rows)] = torch.tensor(rows)
                 mask[i, :len(rows)] = True
         return cls(albedos=torch.tensor([pair(o.colour) for o in objects]),
-                   plain=torch.tensor([o.pattern == PLAIN for o in objects]), twins=padded, twin_mask=mask)
+                   colour_only=torch.tensor([guard == "shape" or o.pattern == PLAIN for o in objects]), twins=padded,
+                   twin_mask=mask)
 
     def to(self, device: torch.device | str) -> "ColourTable":
-        return ColourTable(*(t.to(device) for t in (self.albedos, self.plain, self.twins, self.twin_mask)))
+        return ColourTable(*(t.to(device) for t in (self.albedos, self.colour_only, self.twins, self.twin_mask)))
 
 
 def is_grey(albedo: Tensor) -> Tensor:
@@ -86,8 +98,8 @@ def allowed_targets(targets: Tensor, object_index: Tensor, table: ColourTable,
     twins = table.twins[object_index][:, None]  # [B, 1, T, 2, 3]
     near1 = (c1[:, :, None] - twins[..., 0, :]).norm(dim=-1) < distance  # [B, N, T]
     near2 = (c2[:, :, None] - twins[..., 1, :]).norm(dim=-1) < distance
-    plain = table.plain[object_index][:, None, None]
-    lookalike = (table.twin_mask[object_index][:, None] & near1 & (plain | near2)).any(dim=-1)
+    colour_only = table.colour_only[object_index][:, None, None]
+    lookalike = (table.twin_mask[object_index][:, None] & near1 & (colour_only | near2)).any(dim=-1)
     return apart & ~lookalike
 
 
