@@ -53,12 +53,12 @@ def register(subparsers) -> None:
                    help="multi-view teacher: frame of its relative cameras (default: the config's, level)")
     p.add_argument("--recolour", choices=("permute", "mix"), default=None,
                    help="classifier: show part of each batch with its RGB channels permuted, or in random "
-                        "colours by mixing them (default: the config's, permute)")
+                        "colours by mixing them (default: the config's, mix)")
     p.add_argument("--recolour-fraction", type=float, default=None,
-                   help="classifier: share of each batch shown in other colours (default: the config's, 0.5)")
+                   help="classifier: share of each batch shown in other colours (default: the config's, 0.75)")
     p.add_argument("--recolour-guard", choices=("pattern", "shape"), default=None,
                    help="classifier, --recolour mix: keep random colours away from held-out objects of the same "
-                        "shape and pattern, or of the same shape whatever the pattern (default: pattern)")
+                        "shape and pattern, or of the same shape whatever the pattern (default: the config's, shape)")
     p.add_argument("--skip-heldout-colour-shapes", action="store_true", default=None,
                    help="classifier: train on no object that shares shape and colour with a held-out object")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -166,14 +166,14 @@ class ClassifierTrainConfig:
     net: ClassifierNetConfig = field(default_factory=ClassifierNetConfig)
     cameras: ViewCameras = field(default_factory=ViewCameras)
     pool: RenderPoolConfig = field(default_factory=lambda: RenderPoolConfig(size=8192))
-    steps: int = 5000  # may be raised when resuming (the annealed lr then rises again from near 0)
+    steps: int = 10000  # may be raised when resuming (the annealed lr then rises again from near 0)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=1e-3, warmup_steps=200,
-                                                                   weight_decay=0.05, anneal_steps=5000))
+                                                                   weight_decay=0.05, anneal_steps=10000))
     blur_probability: float = 0.3  # down-and-up resampling by a factor in [0.4, 1]
     noise_std_max: float = 0.03  # Gaussian pixel noise, std uniform in [0, max] (images in [0, 1])
-    recolour_fraction: float = 0.5  # share of each batch shown in other colours, with no colour label
-    recolour: Literal["permute", "mix"] = "permute"  # channel permutations, or random colours by mixing
-    recolour_guard: Literal["pattern", "shape"] = "pattern"  # "mix": the held-out objects to keep away from
+    recolour_fraction: float = 0.75  # share of each batch shown in other colours, with no colour label
+    recolour: Literal["permute", "mix"] = "mix"  # channel permutations, or random colours by mixing
+    recolour_guard: Literal["pattern", "shape"] = "shape"  # "mix": the held-out objects to keep away from
     skip_heldout_colour_shapes: bool = False  # train on no object sharing shape and colour with a held-out one
 
     def __post_init__(self) -> None:
