@@ -8,10 +8,11 @@ method: attribute accuracy and R-precision (``prompt_log_likelihood``).
 
 Augmentation keeps colour identity: no colour or brightness jitter; only a random
 down-and-up resampling (blur) and a little Gaussian pixel noise, so that soft or slightly
-noisy renders of learned 3D models are read like sharp ones. Separately, half of each batch
-is shown in other colours and has no colour label, so that shape, pattern and view are read
-independently of the colour: its RGB channels permuted (``classifier_recolour``, ``recolour =
-"permute"``) or its albedos mixed to random colours (``classifier_colour_mix``, ``"mix"``).
+noisy renders of learned 3D models are read like sharp ones. Separately, a share of each batch
+(``recolour_fraction``, three quarters by default) is shown in other colours and has no colour
+label, so that shape, pattern and view are read independently of the colour: its albedos mixed
+to random colours (``classifier_colour_mix``, ``recolour = "mix"``, the default) or its RGB
+channels permuted (``classifier_recolour``, ``"permute"``, the classifier of session 12).
 """
 
 from __future__ import annotations
