@@ -17,7 +17,8 @@ Random targets are uniform in [0, ``MAX_ALBEDO``]^3 and are redrawn (``tries`` t
   door would vanish and the pattern or view label would be wrong);
 - the object would look like a held-out one: a held-out object of the same shape and pattern
   has its colour within ``LOOKALIKE_DISTANCE`` of ``c1`` (and, unless plain, its secondary
-  colour within that distance of ``c2``), the rule of ``classifier_recolour.looks_like_heldout``.
+  colour within that distance of ``c2``); the channel permutations of ``classifier_recolour``
+  follow the same rule.
 Images that found no allowed targets keep their colours.
 
 ``ColourTable.build(guard="shape")`` is stricter: ``c1`` may then come near no held-out object
@@ -34,10 +35,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from distill3d.eval.classifier_recolour import LOOKALIKE_DISTANCE
 from distill3d.world.prompts import WorldObject, all_objects
 from distill3d.world.split import is_heldout
 from distill3d.world.vocabulary import COLOURS, PLAIN, SECONDARY_COLOURS
+
+LOOKALIKE_DISTANCE = 0.4
+"""RGB albedo distance under which two colours count as the same world colour (the closest two
+world colours, orange and yellow, are 0.35 apart)."""
 
 MAX_ALBEDO = 0.92
 """Largest target albedo per channel: the world's white, so no surface is brighter than white."""

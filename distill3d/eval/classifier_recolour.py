@@ -21,44 +21,39 @@ so no training image looks like a held-out object.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
-from distill3d.world.prompts import WorldObject, all_objects
-from distill3d.world.split import is_heldout
-from distill3d.world.vocabulary import COLOURS, SECONDARY_COLOURS
+from distill3d.eval.classifier_colour_mix import LOOKALIKE_DISTANCE, ColourTable, allowed_targets
+from distill3d.world.prompts import WorldObject
 
 CHANNEL_PERMUTATIONS: tuple[tuple[int, int, int], ...] = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 """The five non-identity orders of the R, G, B channels."""
 
-LOOKALIKE_DISTANCE = 0.4
-"""RGB albedo distance under which a permuted colour counts as a world colour (the closest
-two world colours, orange and yellow, are 0.35 apart)."""
 
-
-def _albedo(colour: str) -> Tensor:
-    return torch.tensor(COLOURS[colour])
+def _permuted_targets(table: ColourTable, index: Tensor, permutations: Sequence[tuple[int, int, int]]) -> Tensor:
+    """The objects' albedos [len(index), P, 2, 3] with their channels in each permutation's order."""
+    return torch.stack([table.albedos[index][..., list(p)] for p in permutations], dim=1)
 
 
 def looks_like_heldout(obj: WorldObject, permutation: tuple[int, int, int],
                        distance: float = LOOKALIKE_DISTANCE) -> bool:
     """True when ``obj`` with its albedos' channels in ``permutation`` order is near a held-out object."""
-    order = list(permutation)
-    first = _albedo(obj.colour)[order]
-    second = _albedo(SECONDARY_COLOURS[obj.colour])[order]
-    for colour in COLOURS:
-        twin = WorldObject(colour, obj.pattern, obj.shape)
-        if not is_heldout(twin) or float((first - _albedo(colour)).norm()) >= distance:
-            continue
-        if obj.pattern == "plain" or float((second - _albedo(SECONDARY_COLOURS[colour])).norm()) < distance:
-            return True
-    return False
+    table, index = ColourTable.build("pattern"), torch.tensor([obj.index])
+    return not bool(allowed_targets(_permuted_targets(table, index, [permutation]), index, table, distance))
 
 
 def allowed_permutations(distance: float = LOOKALIKE_DISTANCE) -> Tensor:
-    """[num_objects, len(CHANNEL_PERMUTATIONS)] bool: the permutation may be applied to the object."""
-    return torch.tensor([[not looks_like_heldout(obj, p, distance) for p in CHANNEL_PERMUTATIONS]
-                         for obj in all_objects()])
+    """[num_objects, len(CHANNEL_PERMUTATIONS)] bool: the permutation may be applied to the object.
+
+    The look-alike rule is ``classifier_colour_mix.allowed_targets`` with the "pattern" guard; its
+    other condition, that the two colours stay apart, always holds here: a permutation keeps the
+    distance between them, and every world colour lies far from its secondary colour."""
+    table = ColourTable.build("pattern")
+    index = torch.arange(len(table.albedos))
+    return allowed_targets(_permuted_targets(table, index, CHANNEL_PERMUTATIONS), index, table, distance)
 
 
 def recolour(x: Tensor, object_index: Tensor, fraction: float, allowed: Tensor,

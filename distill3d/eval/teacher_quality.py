@@ -64,10 +64,9 @@ def render_views(objects: list[WorldObject], cameras: Cameras, batch_size: int =
     return torch.cat(out)
 
 
-def _accuracies(classifier: WorldClassifier, images: Tensor, objects: list[WorldObject],
-                buckets: Tensor) -> dict:
-    """Accuracy per attribute and of the view bucket, and ``shape_errors``: {"<prompt> -> <read as>": count}."""
-    logp = classifier.log_probs(images)
+def _accuracies(logp: dict[str, Tensor], objects: list[WorldObject], buckets: Tensor) -> dict:
+    """Accuracy per attribute and of the view bucket, and ``shape_errors``: {"<prompt> -> <read as>": count},
+    from the classifier's ``log_probs`` of the views of ``objects``."""
     out = {}
     for name in ATTRIBUTES:
         truth = torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
@@ -93,19 +92,20 @@ def evaluate_classifier(classifier: WorldClassifier, count: int = 2048, seed: in
     cams, params = _views(count, classifier.config.resolution, seed, classifier.device)
     images = render_views(objects, cams)
     buckets = view_bucket_index(params["azimuth"], params["elevation"])
-    metrics = _accuracies(classifier, images, objects, buckets)
+    logp = classifier.log_probs(images)
+    metrics = _accuracies(logp, objects, buckets)
     metrics.update(count=count, seed=seed, target=CLASSIFIER_TARGET,
                    passed=all(metrics[f"{a}_accuracy"] >= CLASSIFIER_TARGET for a in ATTRIBUTES))
-    metrics.update(_clear_view_accuracies(classifier, images, objects, cams, params, buckets))
+    metrics.update(_clear_view_accuracies(logp, images, objects, cams, params, buckets))
     return metrics
 
 
-def _clear_view_accuracies(classifier: WorldClassifier, images: Tensor, objects: list[WorldObject], cams: Cameras,
+def _clear_view_accuracies(logp: dict[str, Tensor], images: Tensor, objects: list[WorldObject], cams: Cameras,
                            params: dict, buckets: Tensor) -> dict:
     """Pattern accuracy on the views where the pattern can be seen, and bucket accuracy on the views
-    at least ``BUCKET_MARGIN_DEG`` from a bucket cut (``view_ambiguity``); reported beside, not instead of,
-    the figures on all views."""
-    logp = {name: v.cpu() for name, v in classifier.log_probs(images).items()}
+    at least ``BUCKET_MARGIN_DEG`` from a bucket cut (``view_ambiguity``), from the classifier's
+    ``log_probs`` of ``images``; reported beside, not instead of, the figures on all views."""
+    logp = {name: v.cpu() for name, v in logp.items()}
     pattern_right = logp["pattern"].argmax(-1) == torch.tensor([HEADS["pattern"].index(o.pattern) for o in objects])
     hidden = pattern_hidden(objects, cams, images)
     front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects])
@@ -146,8 +146,8 @@ def evaluate_text_to_image(teacher: WorldTextToImageTeacher, classifier: WorldCl
     samples = torch.cat([teacher.sample(prompts[s:s + batch_size], num_steps=num_steps, guidance_scale=guidance_scale,
                                         generator=generator)
                          for s in tqdm(range(0, count, batch_size), desc="sampling", disable=not progress)])
-    metrics = _accuracies(classifier, samples, objects, buckets)
-    reference = _accuracies(classifier, render_views(objects, cams), objects, buckets)
+    metrics = _accuracies(classifier.log_probs(samples), objects, buckets)
+    reference = _accuracies(classifier.log_probs(render_views(objects, cams)), objects, buckets)
     metrics.update({f"reference_{k}": v for k, v in reference.items()})
     metrics.update(count=count, seed=seed, num_steps=num_steps,
                    guidance_scale=teacher.default_guidance_scale if guidance_scale is None else guidance_scale,
