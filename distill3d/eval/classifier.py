@@ -31,7 +31,7 @@ from distill3d.diffusion.train import Generators, OptimConfig, load_weights
 from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 from distill3d.eval.classifier_colour_mix import ColourTable, mix_colours
 from distill3d.eval.classifier_recolour import allowed_permutations, recolour
-from distill3d.world.prompts import WorldObject
+from distill3d.world.prompts import WorldObject, all_objects
 from distill3d.world.split import heldout_objects, train_objects
 from distill3d.world.vocabulary import COLOURS, PATTERNS, SHAPES, SHAPES_WITH_FRONT, VIEW_BUCKETS
 
@@ -51,6 +51,7 @@ class ClassifierNetConfig:
     widths: tuple[int, ...] = (32, 64, 128, 256)  # one stage per width; stages after the first halve the size
     blocks_per_stage: int = 2
     norm_groups: int = 8
+    view_angle_head: bool = False  # also regress the camera angle (``ClassifierTrainConfig.view_angle_weight``)
 
 
 class _Block(nn.Module):
@@ -83,11 +84,16 @@ class WorldClassifier(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.final_norm = nn.GroupNorm(config.norm_groups, c)
         self.heads = nn.ModuleDict({name: nn.Linear(c, len(words)) for name, words in HEADS.items()})
+        self.view_angle = nn.Linear(c, 3) if config.view_angle_head else None
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Logits per head [B, classes]; with the angle head also "view_angle" [B, 3] (``view_angle_target``)."""
         h = F.silu(self.final_norm(self.blocks(self.stem(x))))
         feature = h.mean(dim=(2, 3))
-        return {name: head(feature) for name, head in self.heads.items()}
+        out = {name: head(feature) for name, head in self.heads.items()}
+        if self.view_angle is not None:
+            out["view_angle"] = self.view_angle(feature)
+        return out
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CLASSIFIER, *,
@@ -159,6 +165,10 @@ def has_front(shape_index: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- training
+PatternLabels = Literal["all", "off-heldout-looks", "recoloured"]
+PATTERN_LABELS: tuple[str, ...] = ("all", "off-heldout-looks", "recoloured")
+
+
 @dataclass
 class ClassifierTrainConfig:
     """Everything that defines a classifier run (written to config.json)."""
@@ -176,6 +186,8 @@ class ClassifierTrainConfig:
     recolour: Literal["permute", "mix"] = "mix"  # channel permutations, or random colours by mixing
     recolour_guard: Literal["pattern", "shape"] = "shape"  # "mix": the held-out objects to keep away from
     skip_heldout_colour_shapes: bool = False  # train on no object sharing shape and colour with a held-out one
+    pattern_labels: PatternLabels = "all"  # which images carry their pattern label (``pattern_known``)
+    view_angle_weight: float = 0.0  # weight of the camera-angle regression (needs ``net.view_angle_head``)
 
     def __post_init__(self) -> None:
         if self.recolour not in ("permute", "mix"):
@@ -184,6 +196,12 @@ class ClassifierTrainConfig:
             raise ValueError(f"recolour_guard must be 'pattern' or 'shape', got {self.recolour_guard!r}")
         if not 0.0 <= self.recolour_fraction <= 1.0:
             raise ValueError(f"recolour_fraction must lie in [0, 1], got {self.recolour_fraction}")
+        if self.pattern_labels not in PATTERN_LABELS:
+            raise ValueError(f"pattern_labels must be one of {', '.join(PATTERN_LABELS)}, got {self.pattern_labels!r}")
+        if self.view_angle_weight < 0:
+            raise ValueError(f"view_angle_weight must be 0 or positive, got {self.view_angle_weight}")
+        if self.view_angle_weight > 0 and not self.net.view_angle_head:
+            raise ValueError("view_angle_weight > 0 needs net.view_angle_head")
 
 
 def tiny_config() -> ClassifierTrainConfig:
@@ -212,20 +230,54 @@ def augment(x: Tensor, config: ClassifierTrainConfig, generators: Generators) ->
     return x
 
 
-def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Tensor,
-                    colour_known: Tensor | None = None) -> Tensor:
-    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front.
+def heldout_looks() -> Tensor:
+    """[O] bool per ``WorldObject.index``: a held-out object has the same shape and colour."""
+    looks = {(o.shape, o.colour) for o in heldout_objects()}
+    return torch.tensor([(o.shape, o.colour) in looks for o in all_objects()])
 
-    colour_known: [B] bool; the colour cross-entropy is averaged over those images only
-    (recoloured images, ``classifier_recolour``, have no colour label)."""
+
+def pattern_known(rule: PatternLabels, object_index: Tensor, colour_known: Tensor, looks: Tensor) -> Tensor:
+    """[B] bool: the image carries its pattern label under ``rule`` (``ClassifierTrainConfig.pattern_labels``).
+
+    object_index [B]; colour_known [B] bool (False: shown in other colours); looks: ``heldout_looks()``."""
+    if rule == "all":
+        return torch.ones_like(colour_known)
+    if rule == "recoloured":
+        return ~colour_known
+    return ~colour_known | ~looks.to(object_index.device)[object_index]
+
+
+def view_angle_target(azimuth: Tensor, elevation: Tensor) -> Tensor:
+    """[B, 3] regression target of the angle head: (cos azimuth, sin azimuth, sin elevation), degrees in [B]."""
+    az, el = torch.deg2rad(azimuth.float()), torch.deg2rad(elevation.float())
+    return torch.stack([az.cos(), az.sin(), el.sin()], dim=-1)
+
+
+def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return values.mean()
+    mask = mask.float()
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Tensor,
+                    colour_known: Tensor | None = None, pattern_known: Tensor | None = None,
+                    view_angle: Tensor | None = None, view_angle_weight: float = 0.0) -> Tensor:
+    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front
+    (+ ``view_angle_weight`` x the squared error of the angle head over them, view_angle [B, 3] the
+    ``view_angle_target``).
+
+    colour_known, pattern_known: [B] bool; that cross-entropy is averaged over those images only
+    (recoloured images have no colour label; ``pattern_known`` for the pattern)."""
     labels = attribute_labels(object_index)
-    loss = sum(F.cross_entropy(logits[name].float(), labels[name]) for name in ("shape", "pattern"))
-    colour_ce = F.cross_entropy(logits["colour"].float(), labels["colour"], reduction="none")
-    known = torch.ones_like(colour_ce) if colour_known is None else colour_known.float()
-    loss = loss + (colour_ce * known).sum() / known.sum().clamp_min(1.0)
-    front = has_front(labels["shape"]).float()
-    bucket_ce = F.cross_entropy(logits["bucket"].float(), bucket, reduction="none")
-    return loss + (bucket_ce * front).sum() / front.sum().clamp_min(1.0)
+    ce = {name: F.cross_entropy(logits[name].float(), labels[name], reduction="none") for name in ATTRIBUTES}
+    loss = ce["shape"].mean() + _masked_mean(ce["colour"], colour_known) + _masked_mean(ce["pattern"], pattern_known)
+    front = has_front(labels["shape"])
+    loss = loss + _masked_mean(F.cross_entropy(logits["bucket"].float(), bucket, reduction="none"), front)
+    if view_angle_weight > 0:
+        error = (logits["view_angle"].float() - view_angle).square().sum(dim=-1)
+        loss = loss + view_angle_weight * _masked_mean(error, front)
+    return loss
 
 
 class ClassifierTask:
@@ -239,6 +291,7 @@ class ClassifierTask:
         self.config = config
         self.allowed_recolours = allowed_permutations()
         self.colour_table = ColourTable.build(config.recolour_guard)
+        self.heldout_looks = heldout_looks()
 
     def build_model(self) -> nn.Module:
         return WorldClassifier(self.config.net)
@@ -270,4 +323,8 @@ class ClassifierTask:
             x = augment(x, self.config, generators)
             x, colour_known = recolour(x, objects, self.config.recolour_fraction, self.allowed_recolours,
                                        generators.noise)
-        return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known)
+        c = self.config
+        known = pattern_known(c.pattern_labels, objects, colour_known, self.heldout_looks)
+        angle = view_angle_target(pool.azimuth[index][:, 0], pool.elevation[index][:, 0])
+        return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known, known, angle,
+                               c.view_angle_weight)
