@@ -1,14 +1,12 @@
-"""Classifier training labels: which images carry their pattern label, and the camera-angle head."""
+"""Classifier training labels: which images carry their pattern label."""
 
 import json
-import math
 
 import torch
 
 from distill3d.cli import main
 from distill3d.diffusion.train import Generators
-from distill3d.eval.classifier import (HEADS, ClassifierTask, WorldClassifier, classifier_loss, heldout_looks,
-                                       pattern_known, tiny_config, view_angle_target)
+from distill3d.eval.classifier import HEADS, ClassifierTask, classifier_loss, heldout_looks, pattern_known, tiny_config
 from distill3d.world import WorldObject, all_objects, heldout_objects
 
 
@@ -46,53 +44,28 @@ def test_pattern_loss_ignores_images_without_a_pattern_label():
     assert classifier_loss(logits, index, bucket, pattern_known=known) > base + 10
 
 
-def test_view_angle_target_and_loss_count_only_shapes_with_a_front():
-    target = view_angle_target(torch.tensor([0.0, 90.0]), torch.tensor([0.0, 30.0]))
-    assert torch.allclose(target, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.5]]), atol=1e-6)
-    torus, mug = WorldObject("red", "plain", "torus"), WorldObject("red", "plain", "mug")
-    logits = {name: torch.zeros(2, len(words)) for name, words in HEADS.items()}
-    logits["view_angle"] = target.clone()
-    index, bucket = torch.tensor([torus.index, mug.index]), torch.tensor([0, 2])
-    base = classifier_loss(logits, index, bucket, view_angle=target, view_angle_weight=1.0)
-    assert math.isclose(float(base), float(classifier_loss(logits, index, bucket)), rel_tol=1e-6)
-    logits["view_angle"][0] += 3.0  # wrong angle on the torus (no front): no cost
-    assert torch.isclose(classifier_loss(logits, index, bucket, view_angle=target, view_angle_weight=1.0), base)
-    logits["view_angle"][1, 0] += 2.0  # on the mug: 2 x 2.0^2
-    loss = classifier_loss(logits, index, bucket, view_angle=target, view_angle_weight=2.0)
-    assert math.isclose(float(loss - base), 8.0, rel_tol=1e-5)
-
-
-def test_tiny_task_with_angle_head_and_masked_patterns_trains_a_step():
+def test_masked_pattern_labels_leave_the_pattern_of_other_images_trained():
     config = tiny_config()
-    config.net.view_angle_head, config.view_angle_weight = True, 1.0
-    config.pattern_labels = "off-heldout-looks"
+    assert config.pattern_labels == "off-heldout-looks"
+    config.recolour_fraction = 0.0  # every image in its own colours: only the held-out looks lose the label
     task = ClassifierTask(config)
-    mugs = [o for o in task.training_objects() if o.shape == "mug"]  # a shape with a front: the angle counts
-    task.training_objects = lambda: mugs
+    looks = heldout_looks()
+    inside = [o for o in task.training_objects() if looks[o.index]]
+    task.training_objects = lambda: inside  # a pool of held-out looks only: no pattern label at all
     model = task.build_model()
     pool = task.build_pool(torch.device("cpu"))
     gens = Generators.seeded(0, 0, torch.device("cpu"))
     pool.fill(gens.data, progress=False)
-    loss = task.loss(model, pool, 8, gens)
-    loss.backward()
-    assert torch.isfinite(loss) and model.view_angle.weight.grad.abs().sum() > 0
+    task.loss(model, pool, 8, gens).backward()
+    assert model.heads["pattern"].weight.grad.abs().sum() == 0
+    assert model.heads["shape"].weight.grad.abs().sum() > 0
 
 
-def test_cli_angle_head_and_pattern_labels(tmp_path, capsys):
+def test_cli_pattern_labels_reach_the_classifier_only(tmp_path, capsys):
     args = ["teacher", "train", "classifier", "--tiny", "--steps", "1", "--device", "cpu"]
-    out = tmp_path / "m"
-    assert main(args + ["--out", str(out), "--view-angle-weight", "0.5", "--pattern-labels", "recoloured",
-                        "--export-to", str(tmp_path / "export")]) == 0
-    config = json.loads((out / "config.json").read_text())
-    assert (config["view_angle_weight"], config["net"]["view_angle_head"], config["pattern_labels"]) == (
-        0.5, True, "recoloured")
-    loaded = WorldClassifier.from_pretrained(tmp_path / "export", device="cpu")
-    assert loaded.view_angle is not None and set(loaded.predict(torch.rand(2, 16, 16, 3))) == set(HEADS)
+    assert main(args + ["--out", str(tmp_path / "m"), "--pattern-labels", "recoloured"]) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["pattern_labels"] == "recoloured"
     capsys.readouterr()
-    assert main(args + ["--out", str(out), "--resume", "--steps", "2", "--view-angle-weight", "0"]) == 2
-    assert "angle head" in capsys.readouterr().err
-    assert main(args + ["--out", str(tmp_path / "bad"), "--view-angle-weight", "-1"]) == 2
-    assert "view-angle-weight" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     teacher = ["teacher", "train", "text-to-image", "--tiny", "--steps", "1", "--device", "cpu"]
     assert main(teacher + ["--out", str(tmp_path / "t"), "--pattern-labels", "recoloured"]) == 2
     assert "classifier" in capsys.readouterr().err

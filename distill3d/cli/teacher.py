@@ -65,9 +65,6 @@ def register(subparsers) -> None:
                    help="classifier: images that carry their pattern label: all; all but those in the own colours "
                         "of an object sharing shape and colour with a held-out one; only the recoloured ones "
                         "(default: the config's, all)")
-    p.add_argument("--view-angle-weight", type=float, default=None,
-                   help="classifier: also regress the camera angle with this loss weight (0: no angle head; "
-                        "default: the config's, 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -177,15 +174,7 @@ def _train(args: argparse.Namespace) -> int:
         if not hasattr(config.net, "camera_frame"):
             raise UserError(f"--camera-frame is for the multi-view teacher, not the {args.model}")
         config = replace(config, net=replace(config.net, camera_frame=args.camera_frame))
-    if args.view_angle_weight is not None:
-        if not hasattr(config, "view_angle_weight"):
-            raise UserError(f"--view-angle-weight is for the classifier, not the {args.model}")
-        head = args.view_angle_weight > 0
-        if args.resume and run.config_path.exists() and head != config.net.view_angle_head:
-            raise UserError("--view-angle-weight cannot add or remove the angle head of a run being resumed")
-        config = replace(config, net=replace(config.net, view_angle_head=head))
-    for name in ("recolour", "recolour_fraction", "recolour_guard", "skip_heldout_colour_shapes", "pattern_labels",
-                 "view_angle_weight"):
+    for name in ("recolour", "recolour_fraction", "recolour_guard", "skip_heldout_colour_shapes", "pattern_labels"):
         if getattr(args, name) is not None:
             if not hasattr(config, name):
                 raise UserError(f"--{name.replace('_', '-')} is for the classifier, not the {args.model}")

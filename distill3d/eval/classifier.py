@@ -51,7 +51,6 @@ class ClassifierNetConfig:
     widths: tuple[int, ...] = (32, 64, 128, 256)  # one stage per width; stages after the first halve the size
     blocks_per_stage: int = 2
     norm_groups: int = 8
-    view_angle_head: bool = False  # also regress the camera angle (``ClassifierTrainConfig.view_angle_weight``)
 
 
 class _Block(nn.Module):
@@ -84,16 +83,11 @@ class WorldClassifier(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.final_norm = nn.GroupNorm(config.norm_groups, c)
         self.heads = nn.ModuleDict({name: nn.Linear(c, len(words)) for name, words in HEADS.items()})
-        self.view_angle = nn.Linear(c, 3) if config.view_angle_head else None
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Logits per head [B, classes]; with the angle head also "view_angle" [B, 3] (``view_angle_target``)."""
         h = F.silu(self.final_norm(self.blocks(self.stem(x))))
         feature = h.mean(dim=(2, 3))
-        out = {name: head(feature) for name, head in self.heads.items()}
-        if self.view_angle is not None:
-            out["view_angle"] = self.view_angle(feature)
-        return out
+        return {name: head(feature) for name, head in self.heads.items()}
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CLASSIFIER, *,
@@ -171,7 +165,18 @@ PATTERN_LABELS: tuple[str, ...] = ("all", "off-heldout-looks", "recoloured")
 
 @dataclass
 class ClassifierTrainConfig:
-    """Everything that defines a classifier run (written to config.json)."""
+    """Everything that defines a classifier run (written to config.json).
+
+    ``pattern_labels``: the images whose pattern cross-entropy counts.
+    - "all": every image (the classifiers of sessions 12 and 16).
+    - "off-heldout-looks" (default): not the images, in their own colours, of an object that shares
+      shape and colour with a held-out object. Training holds, say, red spheres striped, dotted and
+      two-tone but never plain ("a red plain sphere" is held out), so with these labels the pattern
+      head learns that a red sphere is never plain: wrong on exactly the held-out object, above all
+      from high up, where a two-tone sphere shows only its colour. Those images still train shape,
+      colour and view; their pattern is learned from the other colours.
+    - "recoloured": only images shown in other colours (no colour-pattern pairing is learned at all).
+    """
 
     kind: str = KIND
     net: ClassifierNetConfig = field(default_factory=ClassifierNetConfig)
@@ -186,8 +191,7 @@ class ClassifierTrainConfig:
     recolour: Literal["permute", "mix"] = "mix"  # channel permutations, or random colours by mixing
     recolour_guard: Literal["pattern", "shape"] = "shape"  # "mix": the held-out objects to keep away from
     skip_heldout_colour_shapes: bool = False  # train on no object sharing shape and colour with a held-out one
-    pattern_labels: PatternLabels = "all"  # which images carry their pattern label (``pattern_known``)
-    view_angle_weight: float = 0.0  # weight of the camera-angle regression (needs ``net.view_angle_head``)
+    pattern_labels: PatternLabels = "off-heldout-looks"  # which images carry their pattern label (``pattern_known``)
 
     def __post_init__(self) -> None:
         if self.recolour not in ("permute", "mix"):
@@ -198,10 +202,6 @@ class ClassifierTrainConfig:
             raise ValueError(f"recolour_fraction must lie in [0, 1], got {self.recolour_fraction}")
         if self.pattern_labels not in PATTERN_LABELS:
             raise ValueError(f"pattern_labels must be one of {', '.join(PATTERN_LABELS)}, got {self.pattern_labels!r}")
-        if self.view_angle_weight < 0:
-            raise ValueError(f"view_angle_weight must be 0 or positive, got {self.view_angle_weight}")
-        if self.view_angle_weight > 0 and not self.net.view_angle_head:
-            raise ValueError("view_angle_weight > 0 needs net.view_angle_head")
 
 
 def tiny_config() -> ClassifierTrainConfig:
@@ -247,12 +247,6 @@ def pattern_known(rule: PatternLabels, object_index: Tensor, colour_known: Tenso
     return ~colour_known | ~looks.to(object_index.device)[object_index]
 
 
-def view_angle_target(azimuth: Tensor, elevation: Tensor) -> Tensor:
-    """[B, 3] regression target of the angle head: (cos azimuth, sin azimuth, sin elevation), degrees in [B]."""
-    az, el = torch.deg2rad(azimuth.float()), torch.deg2rad(elevation.float())
-    return torch.stack([az.cos(), az.sin(), el.sin()], dim=-1)
-
-
 def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return values.mean()
@@ -261,11 +255,8 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Tensor,
-                    colour_known: Tensor | None = None, pattern_known: Tensor | None = None,
-                    view_angle: Tensor | None = None, view_angle_weight: float = 0.0) -> Tensor:
-    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front
-    (+ ``view_angle_weight`` x the squared error of the angle head over them, view_angle [B, 3] the
-    ``view_angle_target``).
+                    colour_known: Tensor | None = None, pattern_known: Tensor | None = None) -> Tensor:
+    """Sum of the attribute cross-entropies + the view-bucket cross-entropy over shapes with a front.
 
     colour_known, pattern_known: [B] bool; that cross-entropy is averaged over those images only
     (recoloured images have no colour label; ``pattern_known`` for the pattern)."""
@@ -273,11 +264,7 @@ def classifier_loss(logits: dict[str, Tensor], object_index: Tensor, bucket: Ten
     ce = {name: F.cross_entropy(logits[name].float(), labels[name], reduction="none") for name in ATTRIBUTES}
     loss = ce["shape"].mean() + _masked_mean(ce["colour"], colour_known) + _masked_mean(ce["pattern"], pattern_known)
     front = has_front(labels["shape"])
-    loss = loss + _masked_mean(F.cross_entropy(logits["bucket"].float(), bucket, reduction="none"), front)
-    if view_angle_weight > 0:
-        error = (logits["view_angle"].float() - view_angle).square().sum(dim=-1)
-        loss = loss + view_angle_weight * _masked_mean(error, front)
-    return loss
+    return loss + _masked_mean(F.cross_entropy(logits["bucket"].float(), bucket, reduction="none"), front)
 
 
 class ClassifierTask:
@@ -323,8 +310,5 @@ class ClassifierTask:
             x = augment(x, self.config, generators)
             x, colour_known = recolour(x, objects, self.config.recolour_fraction, self.allowed_recolours,
                                        generators.noise)
-        c = self.config
-        known = pattern_known(c.pattern_labels, objects, colour_known, self.heldout_looks)
-        angle = view_angle_target(pool.azimuth[index][:, 0], pool.elevation[index][:, 0])
-        return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known, known, angle,
-                               c.view_angle_weight)
+        known = pattern_known(self.config.pattern_labels, objects, colour_known, self.heldout_looks)
+        return classifier_loss(model(x), objects, pool.bucket[index][:, 0], colour_known, known)
