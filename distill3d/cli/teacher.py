@@ -62,9 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--skip-heldout-colour-shapes", action="store_true", default=None,
                    help="classifier: train on no object that shares shape and colour with a held-out object")
     p.add_argument("--pattern-labels", choices=("all", "off-heldout-looks", "recoloured"), default=None,
-                   help="classifier: images that carry their pattern label: all; all but those in the own colours "
-                        "of an object sharing shape and colour with a held-out one; only the recoloured ones "
-                        "(default: the config's, all)")
+                   help="classifier: images that carry their pattern label: all; all but those, in their own "
+                        "colours, of an object sharing shape and colour with a held-out one; only the recoloured "
+                        "ones (default: the config's, off-heldout-looks)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")

@@ -12,7 +12,9 @@ noisy renders of learned 3D models are read like sharp ones. Separately, a share
 (``recolour_fraction``, three quarters by default) is shown in other colours and has no colour
 label, so that shape, pattern and view are read independently of the colour: its albedos mixed
 to random colours (``classifier_colour_mix``, ``recolour = "mix"``, the default) or its RGB
-channels permuted (``classifier_recolour``, ``"permute"``, the classifier of session 12).
+channels permuted (``classifier_recolour``, ``"permute"``, the classifier of session 12). Images
+in their own colours of an object that shares shape and colour with a held-out one carry no
+pattern label (``ClassifierTrainConfig.pattern_labels``).
 """
 
 from __future__ import annotations
