@@ -278,7 +278,7 @@ class ClassifierTask:
         if config.pool.resolution != config.net.resolution:
             raise ValueError("pool.resolution must equal net.resolution")
         self.config = config
-        self.allowed_recolours = allowed_permutations()
+        self.allowed_recolours = allowed_permutations() if config.recolour == "permute" else None
         self.colour_table = ColourTable.build(config.recolour_guard)
         self.heldout_looks = heldout_looks()
 
@@ -294,17 +294,16 @@ class ClassifierTask:
         otherwise show only the patterns that are not held out)."""
         objects = train_objects()
         if self.config.skip_heldout_colour_shapes:
-            looks = {(o.shape, o.colour) for o in heldout_objects()}
-            objects = [o for o in objects if (o.shape, o.colour) not in looks]
+            objects = [o for o in objects if not self.heldout_looks[o.index]]
         return repeat_shapes(objects, self.config.pool.shape_repeats)
 
     def loss(self, model: nn.Module, pool: RenderPool, batch_size: int, generators: Generators) -> Tensor:
         index = pool.sample_indices(batch_size, generators.data)
         objects = pool.object_index[index]
         x = pool.images_float(index)[:, 0]
+        if self.heldout_looks.device != x.device:  # the tables follow the training device, once
+            self.colour_table, self.heldout_looks = self.colour_table.to(x.device), self.heldout_looks.to(x.device)
         if self.config.recolour == "mix":  # before the noise, which a mixing matrix would amplify
-            if self.colour_table.albedos.device != x.device:
-                self.colour_table = self.colour_table.to(x.device)
             x, colour_known = mix_colours(x, objects, self.config.recolour_fraction, self.colour_table,
                                           generators.noise)
             x = augment(x, self.config, generators)
