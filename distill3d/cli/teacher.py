@@ -3,7 +3,7 @@
     distill3d teacher train {text-to-image,multiview,classifier} --out DIR [--resume] [--max-minutes M]
                             [--steps N] [--batch-size B] [--lr LR] [--seed S] [--device D] [--tiny]
                             [--warmup-steps W] [--anneal-steps A]
-                            [--export-to distill3d/weights/NAME] [--init-from DIR]
+                            [--export-to distill3d/weights/NAME] [--init-from DIR] [--set FIELD=VALUE ...]
     distill3d teacher sample --prompt P [--teacher NAME|PATH] [--seed S] [--count N] --out PNG
     distill3d teacher sample-multiview (--prompt P | --image PNG) [--teacher NAME|PATH] --out PNG
     distill3d teacher eval {classifier,text-to-image,multiview} [--teacher NAME|PATH] [--count N] --out JSON
@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                    help="classifier: images that carry their pattern label: all; all but those, in their own "
                         "colours, of an object sharing shape and colour with a held-out one; only the recoloured "
                         "ones (default: the config's, off-heldout-looks)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                   help="any other field of the training config (config.json), after the options above; dots "
+                        "walk into nested settings; repeatable, e.g. --set blur_probability=0.1 "
+                        "--set pool.refresh_every=25")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny sizes for CPU tests")
     p.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -139,6 +143,7 @@ def _trainer(model: str):
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from distill3d.cli.config_overrides import apply_overrides
     from distill3d.diffusion.model_folder import config_from_dict
     from distill3d.diffusion.train import RunOptions, run_training
     from distill3d.run_dir import RunDir
@@ -182,10 +187,15 @@ def _train(args: argparse.Namespace) -> int:
                 config = replace(config, **{name: getattr(args, name)})
             except ValueError as error:
                 raise UserError(f"--{name.replace('_', '-')}: {error}") from None
+    config = apply_overrides(config, args.overrides)
     options = RunOptions(out=args.out, resume=args.resume, max_minutes=args.max_minutes, device=args.device,
                          export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
                          compile=args.compile)
-    summary = run_training(task_cls(config), options)
+    try:
+        task = task_cls(config)
+    except ValueError as error:  # settings that each read well but do not fit together
+        raise UserError(f"the {args.model} training config does not hold together: {error}") from None
+    summary = run_training(task, options)
     state = "finished" if summary["finished"] else "stopped (resume with --resume)"
     print(f"{args.model}: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
     return 0

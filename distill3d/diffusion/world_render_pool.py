@@ -32,7 +32,7 @@ from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import train_objects
 from distill3d.world.vocabulary import SHAPES
-from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, view_bucket_index
+from distill3d.world.views import view_bucket_index
 
 
 @dataclass
@@ -44,11 +44,6 @@ class ViewCameras:
     Distances 1.5 - 2.0 and fovy 30 - 45 are Consistent3D's (appendix, "Rendering settings"); at
     1.5 and 30 degrees a world object overflows the frame, so distances extend to 3.0, where
     whole objects are seen as image data sets frame them.
-
-    A share ``cut_fraction`` of views (0 by default: the teachers' cameras) is moved to within
-    ``cut_band_deg`` of a view-bucket cut (``distill3d.world.views``), each cut equally often: the
-    azimuth to one of +-45 / +-135 degrees (an elevation above the overhead cut is drawn again below it), or the
-    elevation to the overhead cut. A classifier then sees many views on both sides of each cut.
     """
 
     elevation_range: tuple[float, float] = (-10.0, 60.0)
@@ -56,8 +51,6 @@ class ViewCameras:
     overhead_elevation_range: tuple[float, float] = (60.0, 85.0)
     distance_range: tuple[float, float] = (1.5, 3.0)
     fovy_range: tuple[float, float] = (30.0, 45.0)
-    cut_fraction: float = 0.0
-    cut_band_deg: float = 5.0
 
     def sample(self, n: int, resolution: int, generator: torch.Generator | None = None) -> tuple[Cameras, dict]:
         cams, params = sample_orbit_cameras(n, resolution, resolution, elevation_range=self.elevation_range,
@@ -69,28 +62,7 @@ class ViewCameras:
             el = torch.where(overhead, lo + (hi - lo) * torch.rand(n, generator=generator), params["elevation"])
             params["elevation"] = el
             cams = orbit_cameras(el, params["azimuth"], params["distance"], params["fovy"], resolution, resolution)
-        if self.cut_fraction > 0:
-            params = self._near_cuts(params, generator)
-            cams = orbit_cameras(params["elevation"], params["azimuth"], params["distance"], params["fovy"],
-                                 resolution, resolution)
         return cams, params
-
-    def _near_cuts(self, params: dict, generator: torch.Generator | None) -> dict:
-        """Move a share ``cut_fraction`` of the views [n] to within ``cut_band_deg`` of a bucket cut."""
-        el, az = params["elevation"].clone(), params["azimuth"].clone()
-        n = el.shape[0]
-        near = torch.rand(n, generator=generator) < self.cut_fraction
-        cut = torch.randint(0, 5, (n,), generator=generator)  # 0-3: azimuth cuts, 4: the overhead cut
-        offset = self.cut_band_deg * (2 * torch.rand(n, generator=generator) - 1)
-        azimuth_cuts = torch.tensor([FRONT_HALF_ANGLE_DEG, 180.0 - FRONT_HALF_ANGLE_DEG]).repeat(2)
-        azimuth_cuts = azimuth_cuts * torch.tensor([1.0, 1.0, -1.0, -1.0])
-        on_azimuth, on_elevation = near & (cut < 4), near & (cut == 4)
-        az = torch.where(on_azimuth, azimuth_cuts[cut.clamp(max=3)] + offset, az)
-        low, high = self.elevation_range[0], OVERHEAD_ELEVATION_DEG - self.cut_band_deg  # below the overhead cut
-        redraw = on_azimuth & (el > high)
-        el = torch.where(redraw, low + (high - low) * torch.rand(n, generator=generator), el)
-        el = torch.where(on_elevation, OVERHEAD_ELEVATION_DEG + offset, el)
-        return {**params, "elevation": el, "azimuth": az}
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""Where classifiers misread the view bucket, and whether those views could be read at all.
+
+    PYTHONPATH=. python benchmarks/classifier_bucket_misses.py --out bucket_misses.json \
+        --classifier world-classifier [DIR ...]
+
+On the views of ``distill3d teacher eval classifier`` (same objects, cameras and seed), for the
+shapes with a front:
+- every miss of each classifier, with its camera and its distance to the nearest bucket cut;
+- how many classifiers miss each view (with several), and the accuracy of their ensemble (the
+  mean of their probabilities);
+- for each view within ``--band`` degrees of a cut, whether its reference render can be told
+  from the render mirrored across that cut (the same camera at the same distance on the other
+  side), by the pixel test that calls a pattern hidden (``view_ambiguity.indistinguishable``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from bench_report import report
+
+from distill3d.cameras import orbit_cameras
+from distill3d.eval.classifier import HEADS, WorldClassifier
+from distill3d.eval.teacher_quality import _views, eval_objects, render_views
+from distill3d.eval.view_ambiguity import degrees_to_bucket_cut, indistinguishable
+from distill3d.world import view_bucket_index
+from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, degrees_off_front
+from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+
+
+def mirrored_across_cut(azimuth: torch.Tensor, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Azimuth and elevation [N] reflected across the nearest bucket cut, and [N] bool: that cut is the
+    overhead one."""
+    off = degrees_off_front(azimuth)
+    side = torch.sign(torch.remainder(azimuth + 180.0, 360.0) - 180.0)
+    near_front = (off - FRONT_HALF_ANGLE_DEG).abs() < (off - (180.0 - FRONT_HALF_ANGLE_DEG)).abs()
+    cut = torch.where(near_front, FRONT_HALF_ANGLE_DEG, 180.0 - FRONT_HALF_ANGLE_DEG)
+    overhead = (elevation > OVERHEAD_ELEVATION_DEG) | ((elevation - OVERHEAD_ELEVATION_DEG).abs() < (off - cut).abs())
+    return (torch.where(overhead, azimuth, side * (2 * cut - off)),
+            torch.where(overhead, 2 * OVERHEAD_ELEVATION_DEG - elevation, elevation), overhead)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classifier", nargs="+", default=["world-classifier"], help="model folders or shipped names")
+    parser.add_argument("--count", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--band", type=float, default=5.0, help="degrees from a cut for the mirror test")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    objects = eval_objects(args.count)
+    cams, params = _views(args.count, 64, args.seed, torch.device("cpu"))
+    az, el = params["azimuth"], params["elevation"]
+    images = render_views(objects, cams)
+    front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects])
+    truth = view_bucket_index(az, el)
+    margin = degrees_to_bucket_cut(az, el)
+
+    probs, per_classifier = [], {}
+    for name in args.classifier:
+        logp = WorldClassifier.from_pretrained(name, device="cpu").log_probs(images)["bucket"]
+        probs.append(logp.exp())
+        wrong = front & (logp.argmax(-1) != truth)
+        per_classifier[name] = {
+            "bucket_accuracy": round(1 - float(wrong.sum() / front.sum()), 4),
+            "misses": [{"view": i, "prompt": objects[i].prompt, "azimuth": round(float(az[i]), 2),
+                        "elevation": round(float(el[i]), 2), "degrees_to_cut": round(float(margin[i]), 2),
+                        "truth": HEADS["bucket"][int(truth[i])], "read_as": HEADS["bucket"][int(logp[i].argmax())]}
+                       for i in torch.nonzero(wrong).flatten().tolist()]}
+    missed_by = torch.zeros(args.count, dtype=torch.long)
+    for result in per_classifier.values():
+        missed_by[[m["view"] for m in result["misses"]]] += 1
+    ensemble_wrong = front & (torch.stack(probs).mean(0).argmax(-1) != truth)
+
+    near = torch.nonzero(front & (margin < args.band)).flatten()
+    az2, el2, overhead_cut = mirrored_across_cut(az[near], el[near])
+    mirrors = render_views([objects[i] for i in near.tolist()],
+                           orbit_cameras(el2, az2, params["distance"][near], params["fovy"][near], 64, 64))
+    alike = indistinguishable(images[near], mirrors)
+    report({
+        "classifiers": per_classifier,
+        "views_missed_by_k_classifiers": {str(k): int(((missed_by == k) & front).sum())
+                                          for k in range(1, len(args.classifier) + 1)},
+        "ensemble_bucket_accuracy": round(1 - float(ensemble_wrong.sum() / front.sum()), 4),
+        "ensemble_misses": int(ensemble_wrong.sum()), "views_with_a_front": int(front.sum()),
+        "mirror_test": {
+            "band_degrees": args.band, "views": int(near.numel()),
+            "at_the_overhead_cut": int(overhead_cut.sum()),
+            "alike_to_the_mirror": int(alike.sum()),
+            "within_degrees": {f"{b:g}": {"views": int((margin[near] < b).sum()),
+                                          "alike": int((alike & (margin[near] < b)).sum())}
+                               for b in (0.5, 1.0, 2.0, 3.0, args.band)},
+            "alike_views": [int(i) for i in near[alike].tolist()]},
+    }, args.out)
+
+
+if __name__ == "__main__":
+    main()
