@@ -29,7 +29,7 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
 
 
 def _replace(config: Any, names: list[str], raw: str, text: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config) if f.init and f.name != "kind"}  # kind names the model
+    fields = [f.name for f in dataclasses.fields(config) if f.init and f.name != "kind"]  # kind names the model
     name = names[0]
     if name not in fields:
         raise UserError(f"--set {text!r}: {type(config).__name__} has no field {name!r}; "
