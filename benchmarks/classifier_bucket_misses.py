@@ -10,7 +10,9 @@ shapes with a front:
   mean of their probabilities);
 - for each view within ``--band`` degrees of a cut, whether its reference render can be told
   from the render mirrored across that cut (the same camera at the same distance on the other
-  side), by the pixel test that calls a pattern hidden (``view_ambiguity.indistinguishable``).
+  side), and from the render just across it (``--beyond`` degrees past the cut, the nearest view
+  of another bucket), by the pixel test that calls a pattern hidden
+  (``view_ambiguity.indistinguishable``).
 """
 
 from __future__ import annotations
@@ -29,16 +31,21 @@ from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, 
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 
 
-def mirrored_across_cut(azimuth: torch.Tensor, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Azimuth and elevation [N] reflected across the nearest bucket cut, and [N] bool: that cut is the
-    overhead one."""
+def across_cut(azimuth: torch.Tensor, elevation: torch.Tensor,
+               beyond: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Azimuth and elevation [N] reflected across the nearest bucket cut (or, with ``beyond``, put that
+    many degrees past it), and [N] bool: that cut is the overhead one."""
     off = degrees_off_front(azimuth)
     side = torch.sign(torch.remainder(azimuth + 180.0, 360.0) - 180.0)
     near_front = (off - FRONT_HALF_ANGLE_DEG).abs() < (off - (180.0 - FRONT_HALF_ANGLE_DEG)).abs()
     cut = torch.where(near_front, FRONT_HALF_ANGLE_DEG, 180.0 - FRONT_HALF_ANGLE_DEG)
     overhead = (elevation > OVERHEAD_ELEVATION_DEG) | ((elevation - OVERHEAD_ELEVATION_DEG).abs() < (off - cut).abs())
-    return (torch.where(overhead, azimuth, side * (2 * cut - off)),
-            torch.where(overhead, 2 * OVERHEAD_ELEVATION_DEG - elevation, elevation), overhead)
+    if beyond is None:
+        off2, el2 = 2 * cut - off, 2 * OVERHEAD_ELEVATION_DEG - elevation
+    else:
+        off2 = cut + beyond * torch.sign(cut - off)
+        el2 = OVERHEAD_ELEVATION_DEG + beyond * torch.sign(OVERHEAD_ELEVATION_DEG - elevation)
+    return torch.where(overhead, azimuth, side * off2), torch.where(overhead, el2, elevation), overhead
 
 
 def main() -> None:
@@ -46,7 +53,8 @@ def main() -> None:
     parser.add_argument("--classifier", nargs="+", default=["world-classifier"], help="model folders or shipped names")
     parser.add_argument("--count", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--band", type=float, default=5.0, help="degrees from a cut for the mirror test")
+    parser.add_argument("--band", type=float, default=180.0, help="degrees from a cut for the mirror tests (180: every view)")
+    parser.add_argument("--beyond", type=float, default=0.01, help="degrees past the cut for the nearest other view")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -75,24 +83,35 @@ def main() -> None:
     ensemble_wrong = front & (torch.stack(probs).mean(0).argmax(-1) != truth)
 
     near = torch.nonzero(front & (margin < args.band)).flatten()
-    az2, el2, overhead_cut = mirrored_across_cut(az[near], el[near])
-    mirrors = render_views([objects[i] for i in near.tolist()],
-                           orbit_cameras(el2, az2, params["distance"][near], params["fovy"][near], 64, 64))
-    alike = indistinguishable(images[near], mirrors)
+
+    def alike_across(beyond: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        az2, el2, overhead_cut = across_cut(az[near], el[near], beyond)
+        others = render_views([objects[i] for i in near.tolist()],
+                              orbit_cameras(el2, az2, params["distance"][near], params["fovy"][near], 64, 64))
+        return indistinguishable(images[near], others), overhead_cut
+
+    def summary(alike: torch.Tensor) -> dict:
+        return {"alike": int(alike.sum()),
+                "within_degrees": {f"{b:g}": {"views": int((margin[near] < b).sum()),
+                                              "alike": int((alike & (margin[near] < b)).sum())}
+                                   for b in sorted({0.5, 1.0, 2.0, 3.0, 5.0, 10.0, args.band})},
+                "alike_views": [int(i) for i in near[alike].tolist()]}
+
+    mirrored, overhead_cut = alike_across(None)
+    just_across, _ = alike_across(args.beyond)
+    unreadable = set(near[just_across].tolist())
     report({
         "classifiers": per_classifier,
         "views_missed_by_k_classifiers": {str(k): int(((missed_by == k) & front).sum())
                                           for k in range(1, len(args.classifier) + 1)},
         "ensemble_bucket_accuracy": round(1 - float(ensemble_wrong.sum() / front.sum()), 4),
         "ensemble_misses": int(ensemble_wrong.sum()), "views_with_a_front": int(front.sum()),
-        "mirror_test": {
-            "band_degrees": args.band, "views": int(near.numel()),
-            "at_the_overhead_cut": int(overhead_cut.sum()),
-            "alike_to_the_mirror": int(alike.sum()),
-            "within_degrees": {f"{b:g}": {"views": int((margin[near] < b).sum()),
-                                          "alike": int((alike & (margin[near] < b)).sum())}
-                               for b in (0.5, 1.0, 2.0, 3.0, args.band)},
-            "alike_views": [int(i) for i in near[alike].tolist()]},
+        "near_cut_views": {"band_degrees": args.band, "views": int(near.numel()),
+                           "at_the_overhead_cut": int(overhead_cut.sum())},
+        "mirror_test": summary(mirrored),
+        "just_across_test": {"beyond_degrees": args.beyond, **summary(just_across)},
+        "misses_alike_just_across": {name: sum(m["view"] in unreadable for m in result["misses"])
+                                     for name, result in per_classifier.items()},
     }, args.out)
 
 
