@@ -15,7 +15,7 @@ from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierTask
                                        tiny_config)
 from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
                                                 allowed_permutations, looks_like_heldout, recolour)
-from distill3d.eval.teacher_quality import evaluate_classifier
+from distill3d.eval.teacher_quality import classifier_passed, evaluate_classifier
 from distill3d.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
 
@@ -91,6 +91,14 @@ def test_classifier_loads_and_evaluates(tmp_path):
     assert all(key.split(" -> ")[1] in HEADS["shape"] for key in metrics["shape_errors"])
     with pytest.raises(UserError):
         WorldClassifier.from_pretrained(tmp_path / "missing")
+
+
+def test_the_classifier_passes_only_with_the_view_bucket_too():
+    metrics = {"shape_accuracy": 1.0, "colour_accuracy": 0.99, "pattern_accuracy": 0.98,
+               "bucket_accuracy_front_shapes": 0.98}
+    assert classifier_passed(metrics)
+    assert not classifier_passed({**metrics, "bucket_accuracy_front_shapes": 0.9711})
+    assert not classifier_passed({**metrics, "pattern_accuracy": 0.9771})
 
 
 def test_recolouring_permutes_channels_and_hides_only_those_colour_labels():
