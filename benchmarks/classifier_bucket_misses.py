@@ -11,8 +11,8 @@ shapes with a front:
 - for each view within ``--band`` degrees of a cut, whether its reference render can be told
   from the render mirrored across that cut (the same camera at the same distance on the other
   side), and from the render just across it (``--beyond`` degrees past the cut, the nearest view
-  of another bucket), by the pixel test that calls a pattern hidden
-  (``view_ambiguity.indistinguishable``).
+  of another bucket: ``view_ambiguity.bucket_hidden``), by the pixel test that calls a pattern
+  hidden (``view_ambiguity.indistinguishable``).
 """
 
 from __future__ import annotations
@@ -25,27 +25,9 @@ from bench_report import report
 from distill3d.cameras import orbit_cameras
 from distill3d.eval.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
-from distill3d.eval.view_ambiguity import degrees_to_bucket_cut, indistinguishable
+from distill3d.eval.view_ambiguity import across_cut, degrees_to_bucket_cut, indistinguishable
 from distill3d.world import view_bucket_index
-from distill3d.world.views import FRONT_HALF_ANGLE_DEG, OVERHEAD_ELEVATION_DEG, degrees_off_front
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
-
-
-def across_cut(azimuth: torch.Tensor, elevation: torch.Tensor,
-               beyond: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Azimuth and elevation [N] reflected across the nearest bucket cut (or, with ``beyond``, put that
-    many degrees past it), and [N] bool: that cut is the overhead one."""
-    off = degrees_off_front(azimuth)
-    side = torch.sign(torch.remainder(azimuth + 180.0, 360.0) - 180.0)
-    near_front = (off - FRONT_HALF_ANGLE_DEG).abs() < (off - (180.0 - FRONT_HALF_ANGLE_DEG)).abs()
-    cut = torch.where(near_front, FRONT_HALF_ANGLE_DEG, 180.0 - FRONT_HALF_ANGLE_DEG)
-    overhead = (elevation > OVERHEAD_ELEVATION_DEG) | ((elevation - OVERHEAD_ELEVATION_DEG).abs() < (off - cut).abs())
-    if beyond is None:
-        off2, el2 = 2 * cut - off, 2 * OVERHEAD_ELEVATION_DEG - elevation
-    else:
-        off2 = cut + beyond * torch.sign(cut - off)
-        el2 = OVERHEAD_ELEVATION_DEG + beyond * torch.sign(OVERHEAD_ELEVATION_DEG - elevation)
-    return torch.where(overhead, azimuth, side * off2), torch.where(overhead, el2, elevation), overhead
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 - ``evaluate_classifier``: attribute accuracy on reference renders of held-out objects
   (target: >= 98% for shape, colour, pattern and the view bucket of shapes with a front, each on
   all views: ``classifier_passed``), also on the views where the pattern can be seen and for the
-  view bucket away from its cuts (``view_ambiguity``).
+  view bucket away from its cuts and where it can be seen (``view_ambiguity``).
 - ``evaluate_text_to_image``: 50-step DDIM samples of held-out view prompts, read by the
   classifier (targets: shape >= 95%, colour >= 95%, pattern >= 85%; the view bucket is
   reported for shapes with a front). The classifier's accuracy on reference renders of the
@@ -36,7 +36,7 @@ from distill3d.diffusion.world_render_pool import ViewCameras
 from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
 from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier
 from distill3d.eval.metrics import psnr, ssim
-from distill3d.eval.view_ambiguity import BUCKET_MARGIN_DEG, degrees_to_bucket_cut, pattern_hidden
+from distill3d.eval.view_ambiguity import BUCKET_MARGIN_DEG, bucket_hidden, degrees_to_bucket_cut, pattern_hidden
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects
@@ -108,19 +108,23 @@ def evaluate_classifier(classifier: WorldClassifier, count: int = 2048, seed: in
 
 def _clear_view_accuracies(logp: dict[str, Tensor], images: Tensor, objects: list[WorldObject], cams: Cameras,
                            params: dict, buckets: Tensor) -> dict:
-    """Pattern accuracy on the views where the pattern can be seen, and bucket accuracy on the views
-    at least ``BUCKET_MARGIN_DEG`` from a bucket cut (``view_ambiguity``), from the classifier's
-    ``log_probs`` of ``images``; reported beside, not instead of, the figures on all views."""
+    """Pattern accuracy on the views where the pattern can be seen; bucket accuracy on the views at
+    least ``BUCKET_MARGIN_DEG`` from a bucket cut, and on the views whose bucket can be seen
+    (``view_ambiguity``); from the classifier's ``log_probs`` of ``images``; reported beside, not
+    instead of, the figures on all views."""
     logp = {name: v.cpu() for name, v in logp.items()}
     pattern_right = logp["pattern"].argmax(-1) == torch.tensor([HEADS["pattern"].index(o.pattern) for o in objects])
     hidden = pattern_hidden(objects, cams, images)
     front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects])
     clear = front & (degrees_to_bucket_cut(params["azimuth"], params["elevation"]) >= BUCKET_MARGIN_DEG)
+    readable = front & ~bucket_hidden(objects, params, images)
     bucket_right = logp["bucket"].argmax(-1) == buckets.cpu()
     return {"pattern_hidden_views": int(hidden.sum()),
             "pattern_accuracy_where_visible": float(pattern_right[~hidden].float().mean()),
             "bucket_clear_views": int(clear.sum()), "bucket_margin_degrees": BUCKET_MARGIN_DEG,
-            "bucket_accuracy_clear_views": float(bucket_right[clear].float().mean()) if clear.any() else None}
+            "bucket_accuracy_clear_views": float(bucket_right[clear].float().mean()) if clear.any() else None,
+            "bucket_hidden_views": int((front & ~readable).sum()),
+            "bucket_accuracy_where_visible": float(bucket_right[readable].float().mean()) if readable.any() else None}
 
 
 def save_grid(images: Tensor, path: str | Path, columns: int = 8) -> Path:
