@@ -26,15 +26,15 @@ def test_a_two_tone_pattern_is_hidden_from_high_above_and_seen_from_the_side():
 
 
 def test_across_the_nearest_cut():
-    azimuth = torch.tensor([40.0, -50.0, 140.0, 100.0, 30.0, 0.0])
-    elevation = torch.tensor([0.0, 10.0, 20.0, 58.0, 70.0, 62.0])
+    azimuth = torch.tensor([40.0, -50.0, 140.0, 100.0, 30.0, 0.0, 0.0])
+    elevation = torch.tensor([0.0, 10.0, 20.0, 58.0, 70.0, 62.0, 5.0])
     mirrored_az, mirrored_el, overhead = across_cut(azimuth, elevation)
-    assert torch.allclose(mirrored_az, torch.tensor([50.0, -40.0, 130.0, 100.0, 30.0, 0.0]))
-    assert torch.allclose(mirrored_el, torch.tensor([0.0, 10.0, 20.0, 62.0, 50.0, 58.0]))
-    assert overhead.tolist() == [False, False, False, True, True, True]
+    assert torch.allclose(mirrored_az, torch.tensor([50.0, -40.0, 130.0, 100.0, 30.0, 0.0, 90.0]))
+    assert torch.allclose(mirrored_el, torch.tensor([0.0, 10.0, 20.0, 62.0, 50.0, 58.0, 5.0]))
+    assert overhead.tolist() == [False, False, False, True, True, True, False]
     past_az, past_el, _ = across_cut(azimuth, elevation, beyond=0.5)
-    assert torch.allclose(past_az, torch.tensor([45.5, -44.5, 134.5, 100.0, 30.0, 0.0]))
-    assert torch.allclose(past_el, torch.tensor([0.0, 10.0, 20.0, 60.5, 59.5, 59.5]))
+    assert torch.allclose(past_az, torch.tensor([45.5, -44.5, 134.5, 100.0, 30.0, 0.0, 45.5]))
+    assert torch.allclose(past_el, torch.tensor([0.0, 10.0, 20.0, 60.5, 59.5, 59.5, 5.0]))
     buckets = view_bucket_index(past_az, past_el)
     assert (buckets != view_bucket_index(azimuth, elevation)).all()  # always another bucket
 

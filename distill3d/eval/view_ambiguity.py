@@ -80,7 +80,7 @@ def across_cut(azimuth: Tensor, elevation: Tensor, beyond: float | None = None) 
     """Azimuth and elevation [N] (degrees) reflected across the nearest bucket cut, or with ``beyond``
     put that many degrees past it; and [N] bool: that cut is the overhead one."""
     off = degrees_off_front(azimuth)
-    side = torch.sign(torch.remainder(azimuth + 180.0, 360.0) - 180.0)
+    side = torch.where(torch.remainder(azimuth + 180.0, 360.0) - 180.0 < 0, -1.0, 1.0)  # the half the view is in
     near_front = (off - FRONT_HALF_ANGLE_DEG).abs() < (off - (180.0 - FRONT_HALF_ANGLE_DEG)).abs()
     cut = torch.where(near_front, FRONT_HALF_ANGLE_DEG, 180.0 - FRONT_HALF_ANGLE_DEG)
     overhead = (elevation > OVERHEAD_ELEVATION_DEG) | ((elevation - OVERHEAD_ELEVATION_DEG).abs() < (off - cut).abs())
