@@ -22,10 +22,9 @@ import argparse
 import torch
 from bench_report import report
 
-from distill3d.cameras import orbit_cameras
 from distill3d.eval.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
-from distill3d.eval.view_ambiguity import across_cut, degrees_to_bucket_cut, indistinguishable
+from distill3d.eval.view_ambiguity import across_cut, bucket_hidden, degrees_to_bucket_cut
 from distill3d.world import view_bucket_index
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 
@@ -66,11 +65,7 @@ def main() -> None:
 
     near = torch.nonzero(front & (margin < args.band)).flatten()
 
-    def alike_across(beyond: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-        az2, el2, overhead_cut = across_cut(az[near], el[near], beyond)
-        others = render_views([objects[i] for i in near.tolist()],
-                              orbit_cameras(el2, az2, params["distance"][near], params["fovy"][near], 64, 64))
-        return indistinguishable(images[near], others), overhead_cut
+    near_objects, near_params = [objects[i] for i in near.tolist()], {k: v[near] for k, v in params.items()}
 
     def summary(alike: torch.Tensor) -> dict:
         return {"alike": int(alike.sum()),
@@ -79,8 +74,9 @@ def main() -> None:
                                    for b in sorted({0.5, 1.0, 2.0, 3.0, 5.0, 10.0, args.band})},
                 "alike_views": [int(i) for i in near[alike].tolist()]}
 
-    mirrored, overhead_cut = alike_across(None)
-    just_across, _ = alike_across(args.beyond)
+    mirrored = bucket_hidden(near_objects, near_params, images[near], beyond=None)
+    just_across = bucket_hidden(near_objects, near_params, images[near], beyond=args.beyond)
+    overhead_cut = across_cut(az[near], el[near])[2]
     unreadable = set(near[just_across].tolist())
     report({
         "classifiers": per_classifier,

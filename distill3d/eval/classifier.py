@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +162,7 @@ def has_front(shape_index: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------- training
 PatternLabels = Literal["all", "off-heldout-looks", "recoloured"]
-PATTERN_LABELS: tuple[str, ...] = ("all", "off-heldout-looks", "recoloured")
+PATTERN_LABELS: tuple[str, ...] = get_args(PatternLabels)
 
 
 @dataclass

@@ -55,11 +55,9 @@ def pattern_hidden(objects: list[WorldObject], cameras: Cameras, images: Tensor,
     renders at ``cameras``) looks like its counterpart's; False for the other patterns."""
     idx = [i for i, o in enumerate(objects) if o.pattern in (PLAIN, TWO_TONE)]
     hidden = torch.zeros(len(objects), dtype=torch.bool)
-    chunk = 1 << 20 if cameras.device.type == "cuda" else 1 << 17
     for s in range(0, len(idx), batch_size):
         part = idx[s:s + batch_size]
-        twins = render_reference([counterpart(objects[i]) for i in part], cameras[torch.tensor(part)],
-                                 chunk_rays=chunk).rgb
+        twins = render_reference([counterpart(objects[i]) for i in part], cameras[torch.tensor(part)]).rgb
         hidden[part] = indistinguishable(images[part].to(twins.device), twins, pixel_tolerance,
                                          max_pixel_share).cpu()
     return hidden
@@ -92,11 +90,12 @@ def across_cut(azimuth: Tensor, elevation: Tensor, beyond: float | None = None) 
     return torch.where(overhead, azimuth, side * off2), torch.where(overhead, el2, elevation), overhead
 
 
-def bucket_hidden(objects: list[WorldObject], params: dict[str, Tensor], images: Tensor, beyond: float = BUCKET_BEYOND_DEG,
-                  batch_size: int = 256) -> Tensor:
+def bucket_hidden(objects: list[WorldObject], params: dict[str, Tensor], images: Tensor,
+                  beyond: float | None = BUCKET_BEYOND_DEG, batch_size: int = 256) -> Tensor:
     """[N] bool: the view of a shape with a front (images [N, H, W, 3], its reference renders at the
     orbit cameras ``params``: elevation, azimuth, distance, fovy) looks like the view ``beyond``
-    degrees past the nearest bucket cut; False for shapes without a front."""
+    degrees past the nearest bucket cut (None: the view mirrored across it, ``across_cut``); False
+    for shapes without a front."""
     idx = torch.tensor([i for i, o in enumerate(objects) if o.shape in SHAPES_WITH_FRONT], dtype=torch.long)
     hidden = torch.zeros(len(objects), dtype=torch.bool)
     if idx.numel() == 0:
@@ -105,9 +104,8 @@ def bucket_hidden(objects: list[WorldObject], params: dict[str, Tensor], images:
     az, el, _ = across_cut(p["azimuth"], p["elevation"], beyond)
     H, W = images.shape[1:3]
     cams = orbit_cameras(el, az, p["distance"], p["fovy"], W, H).to(images.device)
-    chunk = 1 << 20 if images.device.type == "cuda" else 1 << 17
     for s in range(0, idx.numel(), batch_size):
         part = idx[s:s + batch_size]
-        others = render_reference([objects[i] for i in part.tolist()], cams[s:s + batch_size], chunk_rays=chunk).rgb
+        others = render_reference([objects[i] for i in part.tolist()], cams[s:s + batch_size]).rgb
         hidden[part] = indistinguishable(images[part.to(images.device)], others).cpu()
     return hidden
