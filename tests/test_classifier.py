@@ -15,7 +15,8 @@ from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierNetC
                                        classifier_loss, has_front, tiny_config)
 from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
                                                 allowed_permutations, looks_like_heldout, recolour)
-from distill3d.eval.teacher_quality import classifier_passed, evaluate_classifier
+from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier_passed, eval_objects,
+                                            evaluate_classifier)
 from distill3d.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
 
@@ -85,9 +86,13 @@ def test_classifier_loads_and_evaluates(tmp_path):
     scores = loaded.prompt_log_likelihood(images, objects)
     assert scores.shape == (3, 2) and (scores <= 0).all()
     assert set(loaded.predict(images)) == set(HEADS)
-    metrics = evaluate_classifier(loaded, count=8)
+    metrics = evaluate_classifier(loaded, count=24)  # the held-out mugs and houses come last: 5 of 24
     assert {"shape_accuracy", "colour_accuracy", "pattern_accuracy", "bucket_accuracy_front_shapes", "passed"} <= set(metrics)
-    assert sum(metrics["shape_errors"].values()) == round((1.0 - metrics["shape_accuracy"]) * 8)
+    assert sum(metrics["shape_errors"].values()) == round((1.0 - metrics["shape_accuracy"]) * 24)
+    bands = metrics["bucket_misses_by_degrees_to_cut"].values()
+    front = sum(band["views"] for band in bands)
+    assert front == sum(o.shape in ("mug", "house") for o in eval_objects(24)) == 5
+    assert sum(band["misses"] for band in bands) == round((1.0 - metrics["bucket_accuracy_front_shapes"]) * front)
     assert all(key.split(" -> ")[1] in HEADS["shape"] for key in metrics["shape_errors"])
     with pytest.raises(UserError):
         WorldClassifier.from_pretrained(tmp_path / "missing")
@@ -185,3 +190,13 @@ def test_a_spatial_bucket_head_round_trips_and_bad_heads_are_refused(tmp_path):
         assert torch.equal(loaded(loaded.prepare(images))["bucket"], model.eval()(model.prepare(images))["bucket"])
     with pytest.raises(ValueError, match="bucket_head must be one of pooled, spatial"):
         ClassifierNetConfig(bucket_head="flat")
+
+
+def test_bucket_misses_are_counted_by_degrees_to_the_cut():
+    to_cut = torch.tensor([0.0, 0.5, 0.51, 2.9, 3.0, 12.0, 44.0])
+    right = torch.tensor([False, True, False, False, True, False, True])
+    bands = bucket_misses_by_degrees(to_cut, right)
+    assert list(bands) == ["0-0.5", "0.5-1", "1-2", "2-3", "3-5", "5-10", "10-180"]
+    assert bands["0-0.5"] == {"views": 2, "misses": 1} and bands["0.5-1"] == {"views": 1, "misses": 1}
+    assert bands["2-3"] == {"views": 2, "misses": 1} and bands["1-2"] == {"views": 0, "misses": 0}
+    assert bands["10-180"] == {"views": 2, "misses": 1}

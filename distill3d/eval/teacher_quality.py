@@ -115,7 +115,8 @@ def _clear_view_accuracies(logp: dict[str, Tensor], images: Tensor, objects: lis
     pattern_right = logp["pattern"].argmax(-1) == torch.tensor([HEADS["pattern"].index(o.pattern) for o in objects])
     hidden = pattern_hidden(objects, cams, images)
     front = torch.tensor([o.shape in SHAPES_WITH_FRONT for o in objects])
-    clear = front & (degrees_to_bucket_cut(params["azimuth"], params["elevation"]) >= BUCKET_MARGIN_DEG)
+    to_cut = degrees_to_bucket_cut(params["azimuth"], params["elevation"]).cpu()
+    clear = front & (to_cut >= BUCKET_MARGIN_DEG)
     readable = front & ~bucket_hidden(objects, params, images)
     bucket_right = logp["bucket"].argmax(-1) == buckets.cpu()
     return {"pattern_hidden_views": int(hidden.sum()),
@@ -123,7 +124,23 @@ def _clear_view_accuracies(logp: dict[str, Tensor], images: Tensor, objects: lis
             "bucket_clear_views": int(clear.sum()), "bucket_margin_degrees": BUCKET_MARGIN_DEG,
             "bucket_accuracy_clear_views": float(bucket_right[clear].float().mean()) if clear.any() else None,
             "bucket_hidden_views": int((front & ~readable).sum()),
-            "bucket_accuracy_where_visible": float(bucket_right[readable].float().mean()) if readable.any() else None}
+            "bucket_accuracy_where_visible": float(bucket_right[readable].float().mean()) if readable.any() else None,
+            "bucket_misses_by_degrees_to_cut": bucket_misses_by_degrees(to_cut[front], bucket_right[front])}
+
+
+CUT_DISTANCE_BINS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 180.0)
+"""Degrees from the nearest bucket cut at which bucket misses are counted."""
+
+
+def bucket_misses_by_degrees(to_cut: Tensor, right: Tensor) -> dict[str, dict[str, int]]:
+    """Views and bucket misses per band of degrees to the nearest cut (``CUT_DISTANCE_BINS``).
+
+    to_cut: [N] degrees; right: [N] bool. Keys "0-0.5", ..., "10-180" -> {"views", "misses"}; a band
+    holds the views more than its first figure and at most its second from a cut (the first also 0)."""
+    bins = torch.tensor(CUT_DISTANCE_BINS, dtype=to_cut.dtype)
+    band = (torch.bucketize(to_cut, bins) - 1).clamp(0, len(bins) - 2)
+    return {f"{lo:g}-{hi:g}": {"views": int((band == i).sum()), "misses": int((~right[band == i]).sum())}
+            for i, (lo, hi) in enumerate(zip(CUT_DISTANCE_BINS[:-1], CUT_DISTANCE_BINS[1:]))}
 
 
 def save_grid(images: Tensor, path: str | Path, columns: int = 8) -> Path:
