@@ -10,9 +10,9 @@ import torch
 from distill3d.diffusion.model_folder import resolve_model_folder
 from distill3d.diffusion.train import Generators, save_weights
 from distill3d.errors import UserError
-from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierNetConfig, ClassifierTask,
-                                       ClassifierTrainConfig, WorldClassifier, attribute_labels, augment,
-                                       classifier_loss, has_front, tiny_config)
+from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierTask, ClassifierTrainConfig,
+                                       WorldClassifier, attribute_labels, augment, classifier_loss, has_front,
+                                       tiny_config)
 from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
                                                 allowed_permutations, looks_like_heldout, recolour)
 from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier_passed, eval_objects,
@@ -157,39 +157,6 @@ def test_the_default_training_command_is_the_shipped_classifiers_recipe():
     _, shipped = resolve_model_folder(DEFAULT_CLASSIFIER, "world-classifier")
     assert json.loads(json.dumps(asdict(ClassifierTrainConfig()), sort_keys=True)) == json.loads(
         json.dumps(shipped, sort_keys=True))
-
-
-@pytest.mark.parametrize("bucket_head", ["pooled", "spatial"])
-def test_only_the_spatial_bucket_head_reads_where_features_lie(bucket_head):
-    config = tiny_config()
-    config.net.bucket_head = bucket_head
-    torch.manual_seed(0)
-    model = WorldClassifier(config.net).eval()
-    h = model.feature_map(torch.rand(2, 3, 16, 16) * 2 - 1)
-    r = config.net.last_map_size
-    assert h.shape == (2, config.net.widths[-1], r, r)
-    moved = h.flip(-1)  # the same features, mirrored in the frame: the same spatial mean
-    logits, logits_moved = model.read_heads(h), model.read_heads(moved)
-    for name in ("shape", "colour", "pattern"):
-        assert torch.allclose(logits[name], logits_moved[name], atol=1e-6)
-    assert logits["bucket"].shape == (2, len(HEADS["bucket"]))
-    assert torch.allclose(logits["bucket"], logits_moved["bucket"], atol=1e-6) == (bucket_head == "pooled")
-
-
-def test_a_spatial_bucket_head_round_trips_and_bad_heads_are_refused(tmp_path):
-    config = tiny_config()
-    config.net.bucket_head = "spatial"
-    torch.manual_seed(0)
-    model = WorldClassifier(config.net)
-    write_json_atomic(tmp_path / "config.json", asdict(config))
-    save_weights(model, tmp_path / "model.safetensors", torch.float32)
-    loaded = WorldClassifier.from_pretrained(tmp_path, device="cpu")
-    assert loaded.config.bucket_head == "spatial"
-    images = torch.rand(3, 16, 16, 3)
-    with torch.no_grad():
-        assert torch.equal(loaded(loaded.prepare(images))["bucket"], model.eval()(model.prepare(images))["bucket"])
-    with pytest.raises(ValueError, match="bucket_head must be one of pooled, spatial"):
-        ClassifierNetConfig(bucket_head="flat")
 
 
 def test_bucket_misses_are_counted_by_degrees_to_the_cut():

@@ -45,34 +45,14 @@ HEADS: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": tuple(COLOURS), 
 ATTRIBUTES = ("shape", "colour", "pattern")
 
 
-BucketHead = Literal["pooled", "spatial"]
-
-
 @dataclass
 class ClassifierNetConfig:
-    """Size of the classifier, and how its view-bucket head reads the last feature map.
-
-    ``bucket_head``: "pooled" (default) reads the spatial mean of the last feature map, like the
-    other heads; "spatial" reads the whole map (a linear layer over [C, r, r], r = resolution /
-    2^(stages - 1)), so that where a part lies in the frame (a mug's handle against its body,
-    the rim of a roof) reaches the head directly. Views within a degree of a bucket cut differ by
-    sub-pixel shifts of such parts.
-    """
+    """Size of the classifier."""
 
     resolution: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)  # one stage per width; stages after the first halve the size
     blocks_per_stage: int = 2
     norm_groups: int = 8
-    bucket_head: BucketHead = "pooled"
-
-    def __post_init__(self) -> None:
-        if self.bucket_head not in get_args(BucketHead):
-            raise ValueError(f"bucket_head must be one of {', '.join(get_args(BucketHead))}, got {self.bucket_head!r}")
-
-    @property
-    def last_map_size(self) -> int:
-        """Side r of the last feature map."""
-        return self.resolution // 2 ** (len(self.widths) - 1)
 
 
 class _Block(nn.Module):
@@ -104,23 +84,12 @@ class WorldClassifier(nn.Module):
                 c = width
         self.blocks = nn.Sequential(*blocks)
         self.final_norm = nn.GroupNorm(config.norm_groups, c)
-        spatial = config.bucket_head == "spatial"
-        self.heads = nn.ModuleDict({
-            name: nn.Linear(c * config.last_map_size ** 2 if spatial and name == "bucket" else c, len(words))
-            for name, words in HEADS.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(c, len(words)) for name, words in HEADS.items()})
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return self.read_heads(self.feature_map(x))
-
-    def feature_map(self, x: Tensor) -> Tensor:
-        """Images [B, 3, R, R] in [-1, 1] -> the last feature map [B, C, r, r]."""
-        return F.silu(self.final_norm(self.blocks(self.stem(x))))
-
-    def read_heads(self, h: Tensor) -> dict[str, Tensor]:
-        """The last feature map [B, C, r, r] -> logits per head."""
-        pooled = h.mean(dim=(2, 3))
-        spatial = h.flatten(1) if self.config.bucket_head == "spatial" else pooled
-        return {name: head(spatial if name == "bucket" else pooled) for name, head in self.heads.items()}
+        h = F.silu(self.final_norm(self.blocks(self.stem(x))))
+        feature = h.mean(dim=(2, 3))
+        return {name: head(feature) for name, head in self.heads.items()}
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CLASSIFIER, *,
