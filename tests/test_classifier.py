@@ -19,6 +19,7 @@ from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier
                                             evaluate_classifier)
 from distill3d.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
+from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 
 
 def test_attribute_labels_invert_the_object_index():
@@ -91,7 +92,7 @@ def test_classifier_loads_and_evaluates(tmp_path):
     assert sum(metrics["shape_errors"].values()) == round((1.0 - metrics["shape_accuracy"]) * 24)
     bands = metrics["bucket_misses_by_degrees_to_cut"].values()
     front = sum(band["views"] for band in bands)
-    assert front == sum(o.shape in ("mug", "house") for o in eval_objects(24)) == 5
+    assert front == sum(o.shape in SHAPES_WITH_FRONT for o in eval_objects(24)) == 5
     assert sum(band["misses"] for band in bands) == round((1.0 - metrics["bucket_accuracy_front_shapes"]) * front)
     assert all(key.split(" -> ")[1] in HEADS["shape"] for key in metrics["shape_errors"])
     with pytest.raises(UserError):

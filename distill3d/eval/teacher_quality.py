@@ -109,8 +109,8 @@ def _clear_view_accuracies(logp: dict[str, Tensor], images: Tensor, objects: lis
                            params: dict, buckets: Tensor) -> dict:
     """Pattern accuracy on the views where the pattern can be seen; bucket accuracy on the views at
     least ``BUCKET_MARGIN_DEG`` from a bucket cut, and on the views whose bucket can be seen
-    (``view_ambiguity``); from the classifier's ``log_probs`` of ``images``; reported beside, not
-    instead of, the figures on all views."""
+    (``view_ambiguity``); bucket misses by degrees to the nearest cut; from the classifier's
+    ``log_probs`` of ``images``; reported beside, not instead of, the figures on all views."""
     logp = {name: v.cpu() for name, v in logp.items()}
     pattern_right = logp["pattern"].argmax(-1) == torch.tensor([HEADS["pattern"].index(o.pattern) for o in objects])
     hidden = pattern_hidden(objects, cams, images)
@@ -135,8 +135,8 @@ CUT_DISTANCE_BINS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 180.
 def bucket_misses_by_degrees(to_cut: Tensor, right: Tensor) -> dict[str, dict[str, int]]:
     """Views and bucket misses per band of degrees to the nearest cut (``CUT_DISTANCE_BINS``).
 
-    to_cut: [N] degrees; right: [N] bool. Keys "0-0.5", ..., "10-180" -> {"views", "misses"}; a band
-    holds the views more than its first figure and at most its second from a cut (the first also 0)."""
+    to_cut: [N] degrees; right: [N] bool. Keys "0-0.5", ..., "10-180" -> {"views", "misses"}. Band
+    "lo-hi" holds the views more than lo and at most hi degrees from a cut; the first also those at 0."""
     bins = torch.tensor(CUT_DISTANCE_BINS, dtype=to_cut.dtype)
     band = (torch.bucketize(to_cut, bins) - 1).clamp(0, len(bins) - 2)
     return {f"{lo:g}-{hi:g}": {"views": int((band == i).sum()), "misses": int((~right[band == i]).sum())}
