@@ -183,9 +183,9 @@ class ClassifierTrainConfig:
     azimuth, 60 of elevation), which only many distinct views of the shapes with a front teach.
     So mugs and houses are drawn three times as often as the other shapes, and each block holds
     16 views of each of its 64 objects, traced in one chunk per shape: on an H200 a block of 1024
-    renders takes about as long as one of 256 (0.97 s against 0.91 s), so a run sees about four
-    times as many distinct renders as with 4 views per object. A block every 60 steps keeps a
-    10000-step run within 7 minutes on one H200 (RESULTS, "Session 20").
+    renders takes about as long as one of 256 (0.97 s against 0.91 s). With a block every 60
+    steps a 10000-step run sees 178,176 distinct renders (4 views per object, a block every 50
+    steps: 59,136) and takes about 7 minutes on one H200 (RESULTS, "Session 20").
     """
 
     kind: str = KIND
