@@ -15,8 +15,9 @@ import time
 
 import torch
 
-from distill3d.methods.consistent3d import Consistent3DConfig, render_for_guidance, sample_quadrant_cameras
-from distill3d.methods.fit_scenes import build_fit_scene
+from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras
+from distill3d.methods.consistent3d import Consistent3DConfig, render_for_guidance
+from distill3d.scene.factory import build_scene
 
 
 def main() -> None:
@@ -26,15 +27,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    config = Consistent3DConfig(cameras_per_step=args.cameras, resolution=args.resolution, device=args.device)
+    config = Consistent3DConfig(cameras=OrbitCameraConfig(cameras_per_step=args.cameras, resolution=args.resolution),
+                                device=args.device)
     device = torch.device(args.device)
-    scene = build_fit_scene(config, device)
+    scene = build_scene(config.scene, device, config.seed)
     generator = torch.Generator().manual_seed(0)
     times = []
     for _ in range(args.repeats + 1):
         start = time.perf_counter()
-        cameras, _ = sample_quadrant_cameras(config, generator)
-        rgb, terms = render_for_guidance(scene, config, cameras.to(device), 0, generator)
+        cameras, _ = sample_quadrant_cameras(config.cameras, generator)
+        rgb, terms = render_for_guidance(scene, config, cameras.to(device), generator)
         (rgb.mean() + terms["orient"] + terms["normal_smooth"]).backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -15,7 +15,7 @@ import argparse
 import torch
 from bench_report import report
 
-from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
+from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 from distill3d.world.split import train_objects
 
 REPEATS = {"mug": 3, "house": 3}

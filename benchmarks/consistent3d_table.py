@@ -29,24 +29,24 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-VARIANTS: dict[str, dict] = {
-    "sds": {"guidance": "sds"},                                 # DreamFusion baseline
-    "cds_a_random_t": {"t_sampling": "random"},                 # ablation (a)
-    "cds_b_predetermined_t": {"t_sampling": "predetermined"},   # ablation (b)
-    "cds_c_fresh_noise": {"fixed_noise": False},                # ablation (c)
-    "cds": {},                                                  # (d) full CDS
-    "cds_x0_skip": {"skip_jacobian_of": "x0"},                  # the other reading of Sec. 4.2 (guidance/cds.py)
+VARIANTS: dict[str, list[str]] = {  # Consistent3DConfig fields of each row, as ``--set FIELD=VALUE``
+    "sds": ["guidance=sds"],                                            # DreamFusion baseline
+    "cds_a_random_t": ["cds.t_sampling=random"],                        # ablation (a)
+    "cds_b_predetermined_t": ["cds.t_sampling=predetermined"],          # ablation (b)
+    "cds_c_fresh_noise": ["cds.fixed_noise=false"],                     # ablation (c)
+    "cds": [],                                                          # (d) full CDS
+    "cds_x0_skip": ["cds.skip_jacobian_of=x0"],      # the other reading of Sec. 4.2 (guidance/cds.py)
     # the three choices of the authors' public code that the paper does not make (guidance/cds.py)
-    "cds_code_options": {"cfg_form": "code", "weight_by": "t1", "share_noise_across_views": True},
+    "cds_code_options": ["cds.cfg_form=code", "cds.weight_by=t1", "cds.share_noise_across_views=true"],
     # cameras farther than the paper's 1.5-2.0, so that a world object (radius ~0.9) fits the frame
-    "sds_far": {"guidance": "sds", "distance_min": 2.5, "distance_max": 3.0},
-    "cds_far": {"distance_min": 2.5, "distance_max": 3.0},
+    "sds_far": ["guidance=sds", "cameras.distance_max=3.0", "cameras.distance_min=2.5"],
+    "cds_far": ["cameras.distance_max=3.0", "cameras.distance_min=2.5"],
 }
-SCENE_OPTIONS = ("cameras_per_step", "num_samples", "hash_levels", "hash_max_resolution")
-"""Consistent3DConfig fields the command line may set for every row (a cheaper NeRF for the table)."""
+SCENE_OPTIONS = {"cameras_per_step": "cameras.cameras_per_step", "num_samples": "scene.num_samples",
+                 "hash_levels": "scene.nerf.num_levels", "hash_max_resolution": "scene.nerf.max_resolution"}
+"""Options of this script -> the Consistent3DConfig field each sets for every row (a cheaper NeRF for the table)."""
 TURNTABLE_FRAMES = 48
 STRIP_VIEWS = 8  # a divisor of TURNTABLE_FRAMES: the strip is every 6th turntable frame
 METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr")
@@ -73,18 +73,30 @@ def scene_options(args) -> dict[str, int]:
     return {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None}
 
 
+def row_config(args, variant: str, device_name: str):
+    """The Consistent3DConfig of one row of the table."""
+    from distill3d.cli.config_overrides import apply_overrides
+    from distill3d.methods.consistent3d import Consistent3DConfig
+
+    common = [f"scene.representation={args.representation}", f"steps={args.steps}", f"seed={args.seed}",
+              f"device={device_name}", "export.turntable_frames=0", f"loop.checkpoint_every={args.steps}"]
+    common += [f"{SCENE_OPTIONS[k]}={v}" for k, v in scene_options(args).items()]
+    return apply_overrides(Consistent3DConfig(), common + VARIANTS[variant])
+
+
 def run_worker(args) -> None:
     """Run and score this worker's share of the jobs, one after another."""
     import numpy as np
     import torch
 
-    from distill3d.eval.classifier import WorldClassifier
+    from distill3d.world_models.classifier import WorldClassifier
     from distill3d.eval.teacher_quality import save_grid
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
-    from distill3d.export import render_frames, turntable_cameras
-    from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
-    from distill3d.methods.fit_scenes import scene_for_checkpoint
-    from distill3d.run_dir import RunDir
+    from distill3d.export.video import render_frames, turntable_cameras
+    from distill3d.methods.consistent3d import text_to_3d
+    from distill3d.render.scene import render_scene
+    from distill3d.training.run_dir import RunDir
+    from distill3d.training.run_scene import load_run_scene
 
     device_name = f"cuda:{args.worker % args.gpus}" if args.gpus > 1 else args.device
     device = torch.device(device_name)
@@ -92,9 +104,6 @@ def run_worker(args) -> None:
         torch.cuda.set_device(device)
     classifier = WorldClassifier.from_pretrained(args.classifier, device=device)
     eval_config = TextTo3DEvalConfig()
-    base = Consistent3DConfig(representation=args.representation, steps=args.steps, seed=args.seed,
-                              device=device_name, turntable_frames=0, checkpoint_every=args.steps,
-                              **scene_options(args))
     mine = jobs(args)[args.worker::args.workers]
     durations: list[float] = []
     for variant, index, prompt in mine:
@@ -107,15 +116,13 @@ def run_worker(args) -> None:
             print(f"[worker {args.worker}] stopping before the deadline", flush=True)
             return
         job_start = time.time()
-        config = replace(base, **VARIANTS[variant])
+        config = row_config(args, variant, device_name)
         summary = text_to_3d(prompt, config, run_dir, progress=False)
         metrics = evaluate_run(run_dir, classifier, eval_config, device)
         metrics.update(variant=variant, seconds=summary["seconds"])
         if index < args.strips:
-            run = RunDir(run_dir)
-            scene = scene_for_checkpoint(config, run, device)
-            run.load_checkpoint(scene.modules(), device=device)
-            frames = render_frames(lambda c: scene.render(c.to(device), background=1.0),
+            scene = load_run_scene(RunDir(run_dir), device)
+            frames = render_frames(lambda c: render_scene(scene, c.to(device), background=1.0),
                                    turntable_cameras(TURNTABLE_FRAMES, resolution=128))
             np.savez_compressed(run_dir / "turntable.npz", frames=frames)
             strip = frames[::TURNTABLE_FRAMES // STRIP_VIEWS]  # the 8 views at 0, 45, ... 315 degrees
@@ -168,11 +175,10 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--classifier", default="world-classifier",
-                        help="judge: model folder or shipped name (the tables of 2026-11-28 used the classifier of "
-                             "commit f7a3405, see benchmarks/RESULTS.md)")
-    for name in SCENE_OPTIONS:
+                        help="judge: model folder or shipped name (benchmarks/RESULTS.md names the one of each table)")
+    for name, field in SCENE_OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
-                            help="Consistent3DConfig." + name + " for every row (default: the config's)")
+                            help=f"Consistent3DConfig.{field} for every row (default: the config's)")
     args = parser.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from distill3d.diffusion.world_teachers import WorldTextToImageTeacher
-from distill3d.eval.classifier import HEADS, WorldClassifier, prompt_scores
+from distill3d.world_models.teachers import WorldTextToImageTeacher
+from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.teacher_quality import save_grid
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.world import view_suffix
@@ -60,10 +60,10 @@ def distil_images(teacher, prompts: list[str], guidance: str, cfg_start: float, 
     cond = teacher.encode_prompt(prompts)
     t_range = {} if t_max is None else {"t_max": t_max}
     if guidance == "cds":
-        loss_fn = CDSLoss(CDSConfig(total_steps=steps, cfg_start=cfg_start, cfg_end=cfg_end, seed=seed,
-                                    fixed_noise=fixed_noise, **t_range))
+        loss_fn = CDSLoss(CDSConfig(cfg_start=cfg_start, cfg_end=cfg_end, fixed_noise=fixed_noise, **t_range),
+                          total_steps=steps, seed=seed)
     else:
-        loss_fn = SDSLoss(SDSConfig(guidance_scale=cfg_start, total_steps=steps, seed=seed, **t_range))
+        loss_fn = SDSLoss(SDSConfig(guidance_scale=cfg_start, **t_range), total_steps=steps, seed=seed)
     for step in range(steps):
         loss, _ = loss_fn(torch.sigmoid(logits), teacher, cond, step)
         opt.zero_grad(set_to_none=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from distill3d.diffusion.parameterization import sigma_space_to_vp
-from distill3d.diffusion.world_teachers import WorldTextToImageTeacher
+from distill3d.world_models.teachers import WorldTextToImageTeacher
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
-from distill3d.methods.consistent3d import Consistent3DConfig, sample_quadrant_cameras
+from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras
 from distill3d.world import VIEW_BUCKETS, view_suffix
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects
@@ -34,10 +34,10 @@ from distill3d.world.split import heldout_objects
 def gradient_rms(teacher, images: torch.Tensor, cond, guidance: str, t: float, scale: float, seed: int) -> float:
     """RMS of the CDS (t2 = t, t1 = t + 0.15) or SDS (at t) gradient on ``images`` [B, H, W, 3]."""
     if guidance == "cds":
-        loss = CDSLoss(CDSConfig(t_max=t, t_min=t, t_sampling="predetermined", cfg_start=scale, cfg_end=scale,
-                                 seed=seed))
+        loss = CDSLoss(CDSConfig(t_max=t, t_min=t, t_sampling="predetermined", cfg_start=scale, cfg_end=scale),
+                       total_steps=1, seed=seed)
     else:
-        loss = SDSLoss(SDSConfig(t_min=t, t_max=t, guidance_scale=scale, seed=seed))
+        loss = SDSLoss(SDSConfig(t_min=t, t_max=t, guidance_scale=scale), total_steps=1, seed=seed)
     _, stats = loss(images, teacher, cond, 0)
     return stats["grad_norm"] / images.numel() ** 0.5
 
@@ -58,7 +58,7 @@ def main() -> None:
     objects = [objects[i * len(objects) // args.objects] for i in range(args.objects)]
     generator = torch.Generator().manual_seed(args.seed)
     # one Consistent3D camera per object (its azimuth quarter and view prompt as in training)
-    cams, params = sample_quadrant_cameras(Consistent3DConfig(cameras_per_step=len(objects)), generator)
+    cams, params = sample_quadrant_cameras(OrbitCameraConfig(cameras_per_step=len(objects)), generator)
     images = render_reference(objects, cams).rgb
     prompts = [o.prompt + view_suffix(VIEW_BUCKETS[int(b)]) for o, b in zip(objects, params["bucket"])]
     x = teacher.encode_images(images.to(teacher.device))

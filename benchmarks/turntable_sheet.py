@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from distill3d.export import write_video
+from distill3d.export.video import write_video
 
 LABEL_WIDTH = 120   # pixels left of each row for the variant's name
 TITLE_HEIGHT = 28   # pixels above each column for the prompt

@@ -1,9 +1,12 @@
-"""The one exception type for user mistakes (bad prompt, missing file, wrong option).
+"""The exception types the command line prints as one line (no traceback) and exits with status 2.
 
-The CLI prints its message without a traceback and exits with status 2; library callers
-catch it like any ValueError.
+Library callers catch them like any ValueError.
 """
 
 
 class UserError(ValueError):
     """A mistake in what the user asked for, with a message that says how to fix it."""
+
+
+class NonFiniteLoss(UserError):
+    """A run stopped because its loss was not finite; the message names the last good checkpoint."""

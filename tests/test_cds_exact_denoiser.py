@@ -96,15 +96,15 @@ def test_cds_moves_towards_the_prompt_and_the_x0_skip_away(mixture, cfg):
     steps = 150
     start_own, _ = distance_to_classes(torch.sigmoid(start_logits()).permute(0, 3, 1, 2), modes, classes)
     own, other = distance_to_classes(
-        distil(teacher, CDSLoss(CDSConfig(total_steps=steps, cfg_start=cfg, cfg_end=cfg)), steps), modes, classes)
+        distil(teacher, CDSLoss(CDSConfig(cfg_start=cfg, cfg_end=cfg), total_steps=steps), steps), modes, classes)
     assert own < start_own - 0.02 and own < other - 0.04
     own_x0, other_x0 = distance_to_classes(
-        distil(teacher, CDSLoss(CDSConfig(total_steps=steps, cfg_start=cfg, cfg_end=cfg, skip_jacobian_of="x0")),
+        distil(teacher, CDSLoss(CDSConfig(cfg_start=cfg, cfg_end=cfg, skip_jacobian_of="x0"), total_steps=steps),
                steps), modes, classes)
     assert own_x0 > start_own + 0.2 and other_x0 < own_x0
 
 
 def test_sds_reaches_the_prompt(mixture):
     teacher, modes, classes = mixture
-    own, other = distance_to_classes(distil(teacher, SDSLoss(SDSConfig(guidance_scale=7.5)), 150), modes, classes)
+    own, other = distance_to_classes(distil(teacher, SDSLoss(SDSConfig(guidance_scale=7.5), total_steps=150), 150), modes, classes)
     assert own < 0.1 < other

@@ -7,17 +7,17 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from distill3d.diffusion.model_folder import resolve_model_folder
-from distill3d.diffusion.train import Generators, save_weights
+from distill3d.model_folder import resolve_model_folder
+from distill3d.model_folder import save_weights
+from distill3d.random_streams import Generators
 from distill3d.errors import UserError
-from distill3d.eval.classifier import (DEFAULT_CLASSIFIER, HEADS, ClassifierTask, ClassifierTrainConfig,
-                                       WorldClassifier, attribute_labels, augment, classifier_loss, has_front,
-                                       tiny_config)
-from distill3d.eval.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
+from distill3d.world_models.classifier import DEFAULT_CLASSIFIER, HEADS, WorldClassifier, attribute_labels, has_front
+from distill3d.world_models.classifier_training import ClassifierTask, ClassifierTrainConfig, augment, classifier_loss, tiny_config
+from distill3d.world_models.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
                                                 allowed_permutations, looks_like_heldout, recolour)
 from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier_passed, eval_objects,
                                             evaluate_classifier)
-from distill3d.run_dir import write_json_atomic
+from distill3d.training.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 
@@ -56,7 +56,7 @@ def test_tiny_classifier_training_on_renders_reduces_the_loss():
     task = ClassifierTask(tiny_config())
     torch.manual_seed(0)
     model = task.build_model()
-    pool = task.build_pool(torch.device("cpu"))
+    pool = task.build_source(torch.device("cpu"))
     gens = Generators.seeded(0, 0, torch.device("cpu"))
     pool.fill(gens.data, progress=False)
     assert len(pool) == 16 and set(pool.object_index.tolist()) <= {o.index for o in all_objects()}

@@ -1,4 +1,4 @@
-"""Recolouring by colour mixing (distill3d.eval.classifier_colour_mix)."""
+"""Recolouring by colour mixing (distill3d.world_models.classifier_colour_mix)."""
 
 import json
 
@@ -6,11 +6,11 @@ import torch
 
 from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
-from distill3d.diffusion.train import Generators
-from distill3d.eval.classifier import ClassifierTask, tiny_config
-from distill3d.eval.classifier_colour_mix import (ColourTable, allowed_targets, is_grey, mix_colours, mixing_matrices,
+from distill3d.random_streams import Generators
+from distill3d.world_models.classifier_training import ClassifierTask, tiny_config
+from distill3d.world_models.classifier_colour_mix import (ColourTable, allowed_targets, is_grey, mix_colours, mixing_matrices,
                                                   random_targets)
-from distill3d.eval.classifier_recolour import LOOKALIKE_DISTANCE
+from distill3d.world_models.classifier_recolour import LOOKALIKE_DISTANCE
 from distill3d.world import COLOURS, WorldObject, all_objects, heldout_objects
 from distill3d.world.reference_render import render_reference
 
@@ -83,7 +83,7 @@ def test_a_tiny_classifier_trains_with_mixed_colours():
     config = tiny_config()
     config.recolour = "mix"
     task = ClassifierTask(config)
-    pool = task.build_pool(torch.device("cpu"))
+    pool = task.build_source(torch.device("cpu"))
     gens = Generators.seeded(0, 0, torch.device("cpu"))
     pool.fill(gens.data, progress=False)
     loss = task.loss(task.build_model(), pool, 8, gens)

@@ -5,8 +5,9 @@ import json
 import torch
 
 from distill3d.cli import main
-from distill3d.diffusion.train import Generators
-from distill3d.eval.classifier import HEADS, ClassifierTask, classifier_loss, heldout_looks, pattern_known, tiny_config
+from distill3d.random_streams import Generators
+from distill3d.world_models.classifier import HEADS
+from distill3d.world_models.classifier_training import ClassifierTask, classifier_loss, heldout_looks, pattern_known, tiny_config
 from distill3d.world import WorldObject, all_objects, heldout_objects
 
 
@@ -53,7 +54,7 @@ def test_masked_pattern_labels_leave_the_pattern_of_other_images_trained():
     inside = [o for o in task.training_objects() if looks[o.index]]
     task.training_objects = lambda: inside  # a pool of held-out looks only: no pattern label at all
     model = task.build_model()
-    pool = task.build_pool(torch.device("cpu"))
+    pool = task.build_source(torch.device("cpu"))
     gens = Generators.seeded(0, 0, torch.device("cpu"))
     pool.fill(gens.data, progress=False)
     task.loss(model, pool, 8, gens).backward()

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
+from distill3d import __version__
 from distill3d.cli import main
 from distill3d.cli.config_overrides import apply_overrides
-from distill3d.diffusion import train_text_to_image
+from distill3d.world_models import text_to_image_training as train_text_to_image
 from distill3d.errors import UserError
-from distill3d.eval.classifier import ClassifierTrainConfig, tiny_config
+from distill3d.world_models.classifier_training import ClassifierTrainConfig, tiny_config
 
 
 def test_values_are_read_by_their_field_types():
@@ -59,6 +60,7 @@ def test_cli_writes_the_setting_into_the_run_config(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "a"), "--set", "blur_probability=0.25",
                         "--set", "pool.refresh_every=3"]) == 0
     written = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert written.pop("method") == "teacher train classifier" and written.pop("distill3d_version") == __version__
     expected = dataclasses.asdict(tiny_config())
     expected["blur_probability"], expected["steps"] = 0.25, 1
     expected["pool"]["refresh_every"] = 3

@@ -7,21 +7,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from tiny_configs import tiny_text_to_3d as tiny
+
+from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras
 from distill3d.cli import main
 from distill3d.errors import UserError
 from distill3d.guidance import CDSLoss
-from distill3d.methods.consistent3d import Consistent3DConfig, sample_quadrant_cameras, text_to_3d, view_prompts
+from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d, view_prompts
 from distill3d.world import VIEW_BUCKETS, parse_prompt, view_prompt
 
 PROMPT = "a red striped torus"
-
-
-def tiny(**overrides) -> Consistent3DConfig:
-    values = dict(steps=4, cameras_per_step=4, resolution=16, num_samples=8, hash_levels=2, hash_log2_table=8,
-                  hash_max_resolution=32, num_gaussians=64, checkpoint_every=2, turntable_frames=2,
-                  turntable_resolution=16, mesh_resolution=16, device="cpu")
-    values.update(overrides)
-    return Consistent3DConfig(**values)
 
 
 def stored(path) -> dict[str, torch.Tensor]:
@@ -30,11 +25,11 @@ def stored(path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("representation, asset", [("nerf", "mesh.glb"), ("gaussians", "gaussians.ply")])
 def test_tiny_run_writes_outputs_and_reproduces(tmp_path, representation, asset):
-    config = tiny(representation=representation)
+    config = tiny(representation)
     summary = text_to_3d(PROMPT, config, tmp_path / "a", progress=False)
     for name in ("config.json", "checkpoint.safetensors", "summary.json", asset, "turntable.gif"):
         assert (tmp_path / "a" / name).exists(), name
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["representation"] == representation
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["scene"]["representation"] == representation
     assert summary["steps"] == 4 and torch.isfinite(torch.tensor(summary["final_loss"]))
     first = stored(tmp_path / "a")
     assert first["extra.cds_fixed_noise"].shape == (4, 3, 16, 16)
@@ -50,7 +45,7 @@ def test_tiny_run_writes_outputs_and_reproduces(tmp_path, representation, asset)
 
 
 def test_resume_continues_and_restores_fixed_noise(tmp_path, monkeypatch):
-    config = tiny(representation="gaussians")
+    config = tiny("gaussians")
     text_to_3d(PROMPT, config, tmp_path / "straight", progress=False)
     straight = stored(tmp_path / "straight")
 
@@ -98,7 +93,7 @@ def test_unknown_word_fails_before_any_folder(tmp_path, capsys):
 
 
 def test_quadrant_sampler_one_camera_per_quarter_with_matching_prompt():
-    config = Consistent3DConfig(cameras_per_step=12)
+    config = OrbitCameraConfig(cameras_per_step=12)
     generator = torch.Generator().manual_seed(3)
     for _ in range(5):
         cams, params = sample_quadrant_cameras(config, generator)

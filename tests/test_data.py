@@ -17,7 +17,7 @@ from distill3d.data.shards import item_generator, source_index, write_dataset
 from distill3d.data.text_image import METADATA_FILE
 from distill3d.data.world_datasets import WorldSource
 from distill3d.errors import UserError
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.world import heldout_objects, render_reference, train_objects
 
 READERS = {"multiview": MultiviewDataset, "text-image": TextImageDataset, "multiview-groups": MultiviewGroupsDataset}

@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
+from tiny_configs import tiny_text_to_3d
+
 from distill3d.cameras import Cameras, position_to_spherical
 from distill3d.cli import main
 from distill3d.errors import UserError
-from distill3d.eval.classifier import HEADS, WorldClassifier, prompt_scores
+from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.text_to_3d import TextTo3DEvalConfig, eval_cameras, evaluate_run, evaluate_scene
-from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
+from distill3d.methods.consistent3d import text_to_3d
 from distill3d.world import all_objects, is_heldout, parse_prompt, render_reference
 
 MUG = parse_prompt("a blue checkered mug")[0]  # held out; its handle (+Y) tells the turn
@@ -104,9 +106,7 @@ def test_shipped_classifier_reads_heldout_reference(classifier):
 
 
 def test_evaluate_run_and_cli(tmp_path, classifier, capsys):
-    config = Consistent3DConfig(steps=2, cameras_per_step=4, resolution=16, num_samples=8, hash_levels=2,
-                                hash_log2_table=8, hash_max_resolution=32, checkpoint_every=2, turntable_frames=0,
-                                mesh_resolution=16, device="cpu")
+    config = tiny_text_to_3d("nerf", steps=2, turntable_frames=0)
     run = tmp_path / "run"
     text_to_3d("a red striped torus", config, run, progress=False)
     m = evaluate_run(run, classifier, SMALL, "cpu")

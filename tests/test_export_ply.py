@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distill3d.errors import UserError
-from distill3d.export_ply import ply_property_names, read_gaussians_ply, write_gaussians_ply
+from distill3d.export.ply import ply_property_names, read_gaussians_ply, write_gaussians_ply
 from distill3d.scene.gaussians import SH_C0, Gaussians
 
 

@@ -9,10 +9,15 @@ import trimesh
 from distill3d.cli import main
 from distill3d.data.multiview import MultiviewDataset
 from distill3d.data.world_datasets import write_world_dataset
-from distill3d.eval.metrics import psnr
-from distill3d.export_ply import read_gaussians_ply
+from distill3d.metrics import psnr
+from distill3d.export.ply import read_gaussians_ply
+from distill3d.export.scene import ExportConfig
 from distill3d.methods.fit import FitConfig, fit
-from distill3d.run_dir import RunDir
+from distill3d.scene.factory import GaussianInitConfig, SceneConfig, SceneOptimConfig
+from distill3d.scene.hash_grid import HashGridConfig
+from distill3d.scene.voxel_grid import VoxelGridConfig
+from distill3d.training.run_dir import RunDir
+from distill3d.training.scene_loop import LoopConfig
 from distill3d.world import parse_prompt
 
 PROMPT = "a blue plain cube"
@@ -32,18 +37,22 @@ def _white_psnr(data) -> float:
     return psnr(torch.ones_like(images), images).mean().item()
 
 
-SMALL = dict(heldout_views=4, checkpoint_every=50, turntable_frames=4, turntable_resolution=32,
-             mesh_resolution=32)
+SMALL = dict(heldout_views=4, loop=LoopConfig(checkpoint_every=50),
+             export=ExportConfig(turntable_frames=4, turntable_resolution=32, mesh_resolution=32))
 
 
 @pytest.mark.parametrize("representation,extra", [
-    ("gaussians", dict(num_gaussians=1500, steps=200, gaussian_lr_scale=2.0)),
-    ("voxels", dict(voxel_resolution=16, voxel_features=8, num_samples=32, steps=150, grid_lr=0.05, mlp_lr=5e-3)),
-    ("nerf", dict(hash_levels=6, hash_log2_table=12, hash_max_resolution=64, num_samples=32, steps=150,
-                  grid_lr=0.03, mlp_lr=5e-3)),
+    ("gaussians", dict(scene=SceneConfig(gaussians=GaussianInitConfig(count=1500)), steps=200,
+                       optim=SceneOptimConfig(gaussian_lr_scale=2.0))),
+    ("voxels", dict(scene=SceneConfig(representation="voxels", num_samples=32,
+                                      voxels=VoxelGridConfig(resolution=16, feature_dim=8)),
+                    steps=150, optim=SceneOptimConfig(grid_lr=0.05, mlp_lr=5e-3))),
+    ("nerf", dict(scene=SceneConfig(representation="nerf", num_samples=32,
+                                    nerf=HashGridConfig(num_levels=6, log2_table_size=12, max_resolution=64)),
+                  steps=150, optim=SceneOptimConfig(grid_lr=0.03, mlp_lr=5e-3))),
 ])
 def test_fit_beats_the_empty_prediction_on_unseen_views(data, tmp_path, representation, extra):
-    summary = fit(FitConfig(data=str(data), representation=representation, views_per_step=2, **SMALL, **extra),
+    summary = fit(FitConfig(data=str(data), views_per_step=2, **SMALL, **extra),
                   tmp_path / representation, progress=False)
     floor = _white_psnr(data)
     held = summary["heldout"]
@@ -53,7 +62,7 @@ def test_fit_beats_the_empty_prediction_on_unseen_views(data, tmp_path, represen
     assert held["mask_iou"] > 0.75, held
     assert summary["steps"] == extra["steps"]
     if representation == "gaussians":
-        assert len(read_gaussians_ply(summary["outputs"]["ply"])) == extra["num_gaussians"]
+        assert len(read_gaussians_ply(summary["outputs"]["ply"])) == extra["scene"].gaussians.count
     else:  # the marching-cubes mesh is the cube: its size, and blue
         mesh = trimesh.load(summary["outputs"]["glb"], force="mesh")
         extent = mesh.bounds[1] - mesh.bounds[0]
@@ -63,8 +72,8 @@ def test_fit_beats_the_empty_prediction_on_unseen_views(data, tmp_path, represen
 
 
 def test_resume_continues_to_the_same_result(data, tmp_path):
-    cfg = dict(data=str(data), representation="gaussians", num_gaussians=300, views_per_step=2,
-               heldout_views=4, checkpoint_every=5, turntable_frames=0)
+    cfg = dict(data=str(data), scene=SceneConfig(gaussians=GaussianInitConfig(count=300)), views_per_step=2,
+               heldout_views=4, loop=LoopConfig(checkpoint_every=5), export=ExportConfig(turntable_frames=0))
     fit(FitConfig(steps=10, **cfg), tmp_path / "straight", progress=False)
     fit(FitConfig(steps=5, **cfg), tmp_path / "resumed", progress=False)
     summary = fit(FitConfig(steps=10, **cfg), tmp_path / "resumed", resume=True, progress=False)
@@ -77,8 +86,8 @@ def test_resume_continues_to_the_same_result(data, tmp_path):
 
 def test_cli_fit_export_and_user_errors(data, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["fit", str(data), "--representation", "voxels", "--steps", "3", "--voxel-resolution", "8",
-                 "--voxel-features", "4", "--num-samples", "8", "--heldout-views", "4", "--turntable-frames", "0",
+    assert main(["fit", str(data), "--representation", "voxels", "--steps", "3", "--scene.voxels.resolution", "8",
+                 "--feature-dim", "4", "--num-samples", "8", "--heldout-views", "4", "--turntable-frames", "0",
                  "--out", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["heldout_views"] == 4
@@ -94,8 +103,8 @@ def test_cli_fit_export_and_user_errors(data, tmp_path, capsys):
 
 def test_export_command_writes_a_readable_ply(data, tmp_path):
     run = tmp_path / "g"
-    fit(FitConfig(data=str(data), representation="gaussians", num_gaussians=200, steps=2, heldout_views=4,
-                  turntable_frames=0), run, progress=False)
+    fit(FitConfig(data=str(data), scene=SceneConfig(gaussians=GaussianInitConfig(count=200)), steps=2,
+                  heldout_views=4, export=ExportConfig(turntable_frames=0)), run, progress=False)
     (run / "gaussians.ply").unlink()
     assert main(["export", str(run), "--format", "ply", "--format", "gif"]) == 0
     g = read_gaussians_ply(run / "gaussians.ply")

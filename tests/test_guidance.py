@@ -73,8 +73,8 @@ def used_noise(teacher: SpyTeacher, x: torch.Tensor, call: int) -> torch.Tensor:
 @pytest.mark.parametrize("weight_by", ["t2", "t1"])
 @pytest.mark.parametrize("skip", ["eps", "x0"])
 def test_cds_gradient_matches_eq10(teacher, weight_by, skip):
-    config = CDSConfig(total_steps=10, weight_by=weight_by, skip_jacobian_of=skip, seed=3)
-    loss_fn = CDSLoss(config)
+    config = CDSConfig(weight_by=weight_by, skip_jacobian_of=skip)
+    loss_fn = CDSLoss(config, total_steps=10, seed=3)
     step, batch = 3, 2
     cond = teacher.encode_prompt(["a cat"])
     imgs = images(batch, 0)
@@ -118,13 +118,13 @@ def test_cds_skips_differ_only_in_sign(teacher):
     grads = []
     for skip in ("eps", "x0"):
         imgs = images(2, 0)
-        loss, _ = CDSLoss(CDSConfig(total_steps=10, skip_jacobian_of=skip))(imgs, teacher, cond, 3)
+        loss, _ = CDSLoss(CDSConfig(skip_jacobian_of=skip), total_steps=10)(imgs, teacher, cond, 3)
         grads.append(torch.autograd.grad(loss, imgs)[0])
     torch.testing.assert_close(grads[0], -grads[1])
 
 
 def test_cds_fixed_noise_is_fixed_across_calls_and_steps(teacher):
-    loss_fn = CDSLoss(CDSConfig(total_steps=10))
+    loss_fn = CDSLoss(CDSConfig(), total_steps=10)
     cond = teacher.encode_prompt(["a cat"])
     seen = []
     for call, step in enumerate([0, 4, 9]):
@@ -136,14 +136,14 @@ def test_cds_fixed_noise_is_fixed_across_calls_and_steps(teacher):
     torch.testing.assert_close(seen[0], loss_fn.fixed_noise_tensor, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(seen[0][0], seen[0][1])  # one slice per view by default
     # the same seed gives the same eps* in a new run
-    other = CDSLoss(CDSConfig(total_steps=10))
+    other = CDSLoss(CDSConfig(), total_steps=10)
     other(images(2, 0), teacher, cond, 0)
     assert torch.equal(other.fixed_noise_tensor, loss_fn.fixed_noise_tensor)
 
 
 def test_cds_fresh_noise_ablation_and_shared_noise(teacher):
     cond = teacher.encode_prompt(["a cat"])
-    fresh = CDSLoss(CDSConfig(total_steps=10, fixed_noise=False))
+    fresh = CDSLoss(CDSConfig(fixed_noise=False), total_steps=10)
     imgs = images(2, 0)
     x = teacher.encode_images(imgs).detach()
     fresh(imgs, teacher, cond, 1)
@@ -151,7 +151,7 @@ def test_cds_fresh_noise_ablation_and_shared_noise(teacher):
     assert not torch.allclose(used_noise(teacher, x, 0), used_noise(teacher, x, 2), atol=1e-2)
     assert fresh.fixed_noise_tensor is None
 
-    shared = CDSLoss(CDSConfig(total_steps=10, share_noise_across_views=True))
+    shared = CDSLoss(CDSConfig(share_noise_across_views=True), total_steps=10)
     teacher.calls.clear()
     shared(imgs, teacher, cond, 0)
     eps = used_noise(teacher, x, 0)
@@ -161,7 +161,7 @@ def test_cds_fresh_noise_ablation_and_shared_noise(teacher):
 
 def test_cds_timestep_schedules():
     n = 100
-    cds = CDSLoss(CDSConfig(total_steps=n))
+    cds = CDSLoss(CDSConfig(), total_steps=n)
     for step, expected in [(0, 0.7), (n // 2, 0.7 - 0.6 * math.sqrt(0.5)), (n, 0.1)]:
         t1, t2 = cds.sample_timesteps(step, 64)
         torch.testing.assert_close(t2, torch.full_like(t2, expected))
@@ -169,12 +169,12 @@ def test_cds_timestep_schedules():
         assert float(t1.std()) > 0.01  # t1 is random within the interval
     assert torch.equal(cds.sample_timesteps(7, 4)[0], cds.sample_timesteps(7, 4)[0])  # reproducible
 
-    predetermined = CDSLoss(CDSConfig(total_steps=n, t_sampling="predetermined"))
+    predetermined = CDSLoss(CDSConfig(t_sampling="predetermined"), total_steps=n)
     t1, t2 = predetermined.sample_timesteps(30, 8)
     torch.testing.assert_close(t1, t2 + 0.15)
     assert t2[0] == pytest.approx(0.7 - 0.6 * math.sqrt(0.3))
 
-    random_t = CDSLoss(CDSConfig(total_steps=n, t_sampling="random"))
+    random_t = CDSLoss(CDSConfig(t_sampling="random"), total_steps=n)
     t1, t2 = random_t.sample_timesteps(n, 256)  # at the end of the run Eq. 12 would give 0.1
     assert float(t2.min()) >= 0.1 and float(t2.max()) <= 0.7 and float(t2.std()) > 0.1
     assert bool(((t1 - t2 >= 0.1 - 1e-12) & (t1 - t2 <= 0.2 + 1e-12)).all())
@@ -182,7 +182,7 @@ def test_cds_timestep_schedules():
 
 @pytest.mark.parametrize("form,offset", [("standard", 0.0), ("code", 1.0)])
 def test_cds_cfg_anneals_50_to_20(teacher, form, offset):
-    loss_fn = CDSLoss(CDSConfig(total_steps=10, cfg_form=form))
+    loss_fn = CDSLoss(CDSConfig(cfg_form=form), total_steps=10)
     assert [loss_fn.guidance_scale(s) for s in (0, 5, 10, 20)] == pytest.approx([50, 35, 20, 20])
     cond = teacher.encode_prompt(["a cat"])
     loss_fn(images(1, 0), teacher, cond, 5)
@@ -190,7 +190,7 @@ def test_cds_cfg_anneals_50_to_20(teacher, form, offset):
 
 
 def test_cds_stats_and_batch_change(teacher):
-    loss_fn = CDSLoss(CDSConfig(total_steps=10))
+    loss_fn = CDSLoss(CDSConfig(), total_steps=10)
     cond = teacher.encode_prompt(["a cat"])
     loss, stats = loss_fn(images(2, 0), teacher, cond, 0)
     assert {"loss", "t1", "t2", "cfg", "weight"} <= stats.keys()
@@ -202,15 +202,15 @@ def test_cds_stats_and_batch_change(teacher):
 
 @pytest.mark.parametrize("weighting", ["one_minus_alpha_bar", "sigma_squared", "uniform"])
 def test_sds_gradient_is_weighted_eps_residual(teacher, weighting):
-    config = SDSConfig(weighting=weighting, seed=5)
+    config = SDSConfig(weighting=weighting)
     batch, step = 2, 11
     cond = teacher.encode_prompt(["a dog"])
     imgs = images(batch, 1)
     eps = torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-    loss, stats = SDSLoss(config)(imgs, teacher, cond, step, noise=eps)
+    loss, stats = SDSLoss(config, total_steps=100, seed=5)(imgs, teacher, cond, step, noise=eps)
     (grad,) = torch.autograd.grad(loss, imgs)
 
-    t = sample_sds_timesteps(config, T, batch, step)
+    t = sample_sds_timesteps(config, T, batch, step, total_steps=100, seed=5)
     assert bool(((t >= 20) & (t <= 980)).all())
     x = teacher.encode_images(imgs).detach()
     abar = teacher.schedule.alpha_bar(t).reshape(-1, 1, 1, 1)
@@ -224,8 +224,8 @@ def test_sds_gradient_is_weighted_eps_residual(teacher, weighting):
 
 
 def test_sds_timestep_range_and_annealing():
-    config = SDSConfig(t_max_end=0.5, total_steps=100)
-    early = sample_sds_timesteps(config, T, 4096, 0)
-    late = sample_sds_timesteps(config, T, 4096, 100)
+    config = SDSConfig(t_max_end=0.5)
+    early = sample_sds_timesteps(config, T, 4096, 0, total_steps=100)
+    late = sample_sds_timesteps(config, T, 4096, 100, total_steps=100)
     assert int(early.min()) >= 20 and int(early.max()) <= 980 and int(early.max()) > 900
     assert int(late.min()) >= 20 and int(late.max()) <= 500

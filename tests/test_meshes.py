@@ -64,7 +64,7 @@ def test_broken_files_are_reported_and_skipped(mesh_dir):
 
 def test_render_meshes_command(mesh_dir, tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    data_cli.register(parser.add_subparsers(dest="command", required=True))
+    data_cli.register(parser.add_subparsers(dest="command", required=True), "build data sets")
     out = tmp_path / "out"
     args = parser.parse_args(["data", "render-meshes", str(mesh_dir), "--out", str(out), "--views", "2",
                               "--resolution", "16", "--kind", "text-image"])

@@ -8,7 +8,7 @@ from diffusers.models.attention_processor import Attention
 
 from distill3d.diffusion.multiview_attention import (MultiViewAttnProcessor, multiview_attention_views,
                                                      remove_multiview_attention, set_multiview_attention)
-from distill3d.diffusion.world_networks import UNetConfig, build_unet
+from distill3d.world_models.networks import UNetConfig, build_unet
 
 TINY = UNetConfig(block_out_channels=(16, 32), attention_levels=(1,), attention_head_dim=16, norm_num_groups=8)
 

@@ -8,9 +8,10 @@ import torch
 import trimesh
 
 from distill3d.errors import UserError
-from distill3d.eval.metrics import mask_iou, psnr, ssim
-from distill3d.export import write_mesh, write_video
-from distill3d.run_dir import RunDir
+from distill3d.metrics import mask_iou, psnr, ssim
+from distill3d.export.mesh import write_mesh
+from distill3d.export.video import write_video
+from distill3d.training.run_dir import RunDir
 
 
 @dataclass
@@ -30,7 +31,7 @@ def _model_and_opt():
 
 def test_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.prepare(_Config(), resume=False)
+    run.prepare(_Config(), method="test", resume=False)
     model, opt = _model_and_opt()
     torch.manual_seed(123)
     run.save_checkpoint(7, {"model": model}, {"opt": opt}, extra={"best": 1.5},
@@ -52,14 +53,14 @@ def test_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path):
 
 def test_existing_run_needs_resume_and_same_config(tmp_path):
     run = RunDir(tmp_path)
-    run.prepare(_Config(), resume=False)
+    run.prepare(_Config(), method="test", resume=False)
     model, opt = _model_and_opt()
     run.save_checkpoint(1, {"model": model})
     with pytest.raises(UserError, match="--resume"):
-        run.prepare(_Config(), resume=False)
+        run.prepare(_Config(), method="test", resume=False)
     with pytest.raises(UserError, match="lr"):
-        run.prepare(_Config(lr=0.5), resume=True)
-    run.prepare(_Config(steps=20), resume=True)  # extending a run is allowed
+        run.prepare(_Config(lr=0.5), method="test", resume=True)
+    run.prepare(_Config(steps=20), method="test", resume=True)  # extending a run is allowed
     assert json.loads(run.config_path.read_text())["steps"] == 20
 
 

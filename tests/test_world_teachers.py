@@ -10,21 +10,24 @@ from safetensors.torch import load_file
 
 from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
-from distill3d.diffusion.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
+from distill3d.world_models.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
                                                    sample_multiview_groups, split_groups)
 from distill3d.diffusion.teacher import Teacher
-from distill3d.diffusion.train import (OptimConfig, RunOptions, diffusion_loss, load_weights, lr_at, run_training,
-                                      save_weights)
-from distill3d.diffusion.train_multiview import MultiViewTask, tiny_config as tiny_multiview
-from distill3d.diffusion.train_text_to_image import TextToImageTask, tiny_config as tiny_text_to_image
-from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet, camera_vectors
-from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
-from distill3d.diffusion.world_text_encoder import (NULL_TOKEN, TOKEN_ID, TextEncoderConfig, WorldTextEncoder,
+from distill3d.diffusion.training_loss import diffusion_loss
+from distill3d.model_folder import load_weights, save_weights
+from distill3d.optim import OptimConfig, lr_at
+from distill3d.training.network_trainer import RunOptions, run_training
+from distill3d.world_models.multiview_training import MultiViewTask, tiny_config as tiny_multiview
+from distill3d.world_models.text_to_image_training import TextToImageTask, tiny_config as tiny_text_to_image
+from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet, camera_vectors
+from distill3d.world_models.teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
+from distill3d.world_models.text_encoder import (NULL_TOKEN, TOKEN_ID, TextEncoderConfig, WorldTextEncoder,
                                                     object_tokens, tokenize_prompts, tokens_from_labels)
 from distill3d.errors import UserError
-from distill3d.eval.classifier import WorldClassifier, tiny_config as tiny_classifier
+from distill3d.world_models.classifier import WorldClassifier
+from distill3d.world_models.classifier_training import tiny_config as tiny_classifier
 from distill3d.eval.teacher_quality import evaluate_text_to_image, figures_per_shape
-from distill3d.run_dir import write_json_atomic
+from distill3d.training.run_dir import write_json_atomic
 from distill3d.world.prompts import WorldObject
 from distill3d.world import VIEW_BUCKETS, all_objects, render_reference, view_bucket_index
 
@@ -134,7 +137,7 @@ def test_targets_share_the_input_framing_unless_asked_not_to():
 # ---------------------------------------------------------------------- training
 def test_render_pool_entries_match_their_labels():
     task = MultiViewTask(tiny_multiview())
-    pool = task.build_pool(torch.device("cpu"))
+    pool = task.build_source(torch.device("cpu"))
     pool.fill(torch.Generator().manual_seed(3), progress=False)
     objects = all_objects()
     for i in (0, len(pool) - 1):
@@ -147,7 +150,7 @@ def test_render_pool_entries_match_their_labels():
 
 
 def test_shape_repeats_give_a_shape_its_share_of_the_pool_and_keep_the_rest_balanced():
-    from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig
+    from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig
     from distill3d.world.split import train_objects
 
     config = RenderPoolConfig(size=4, shape_repeats={"cube": 3, "house": 2})

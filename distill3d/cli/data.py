@@ -16,8 +16,8 @@ from distill3d.data.mesh_datasets import DEFAULT_VIEWS, write_mesh_dataset
 from distill3d.data.shards import DEFAULT_SHARD_SIZE
 
 
-def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="build data sets from folders of meshes",
+def register(subparsers, help_text: str) -> None:
+    data = subparsers.add_parser("data", help=help_text,
                                  description="Build data sets (docs/data-layout.md) from folders of meshes.")
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     views_help = ", ".join(f"{k}: {v}" for k, v in DEFAULT_VIEWS.items())

@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill3d.errors import UserError
+
 COLUMNS = (("r_precision", "R-prec"), ("shape_accuracy", "shape"), ("colour_accuracy", "colour"),
            ("pattern_accuracy", "pattern"), ("mask_iou", "IoU"), ("psnr", "PSNR"), ("best_rotation_deg", "rot"))
 """Result key -> column title of the printed table."""
 
 
-def register(subparsers) -> None:
-    from distill3d.eval.classifier import DEFAULT_CLASSIFIER
+def register(subparsers, help_text: str) -> None:
+    from distill3d.world_models.classifier import DEFAULT_CLASSIFIER
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig
 
     defaults = TextTo3DEvalConfig()
-    evaluate = subparsers.add_parser("eval", help="score finished runs against the world's ground truth",
+    evaluate = subparsers.add_parser("eval", help=help_text,
                                      description="Evaluate the outputs of distill3d methods with the world "
                                                  "classifier and the reference renderer.")
     commands = evaluate.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
@@ -54,11 +56,13 @@ def _text_to_3d(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from distill3d.devices import pick_device
-    from distill3d.eval.classifier import WorldClassifier
+    from distill3d.world_models.classifier import WorldClassifier
     from distill3d.eval.text_to_3d import (TextTo3DEvalConfig, check_run_folder, evaluate_run, mean_metrics,
                                            run_object)
-    from distill3d.run_dir import write_json_atomic
+    from distill3d.atomic_files import write_json_atomic
 
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a .json file")
     config = TextTo3DEvalConfig(num_views=args.views, batch_size=args.batch_size)
     for run in args.runs:  # every folder is checked before anything is loaded
         run_object(check_run_folder(run))

@@ -16,16 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from distill3d.diffusion.multiview_cameras import CAMERA_FRAMES
 from distill3d.errors import UserError
 
 TRAINABLE = ("text-to-image", "multiview", "classifier")
 
 
-def register(subparsers) -> None:
-    teacher = subparsers.add_parser("teacher", help="train, sample and evaluate the world teachers",
+def register(subparsers, help_text: str) -> None:
+    from distill3d.world_models.multiview_cameras import CAMERA_FRAMES
+
+    teacher = subparsers.add_parser("teacher", help=help_text,
                                     description="The world's text-to-image and multi-view teachers and its classifier.")
     commands = teacher.add_subparsers(dest="teacher_command", metavar="COMMAND", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -131,12 +130,12 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------------- train
 def _trainer(model: str):
     if model == "text-to-image":
-        from distill3d.diffusion import train_text_to_image as m
+        from distill3d.world_models import text_to_image_training as m
         return m.TextToImageTrainConfig, m.tiny_config, m.TextToImageTask
     if model == "multiview":
-        from distill3d.diffusion import train_multiview as m
+        from distill3d.world_models import multiview_training as m
         return m.MultiViewTrainConfig, m.tiny_config, m.MultiViewTask
-    from distill3d.eval import classifier as m
+    from distill3d.world_models import classifier_training as m
     return m.ClassifierTrainConfig, m.tiny_config, m.ClassifierTask
 
 
@@ -144,12 +143,13 @@ def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from distill3d.cli.config_overrides import apply_overrides
-    from distill3d.diffusion.model_folder import config_from_dict
-    from distill3d.diffusion.train import RunOptions, run_training
-    from distill3d.run_dir import RunDir
+    from distill3d.configs import config_from_dict
+    from distill3d.training.network_trainer import RunOptions, run_training
+    from distill3d.training.run_dir import RunDir
 
     config_cls, tiny, task_cls = _trainer(args.model)
     run = RunDir(args.out)
+    run.check(method=f"teacher train {args.model}", resume=args.resume)  # the folder, before any work
     if args.resume and run.config_path.exists():
         config = config_from_dict(config_cls, run.read_config())
     else:
@@ -188,7 +188,7 @@ def _train(args: argparse.Namespace) -> int:
             except ValueError as error:
                 raise UserError(f"--{name.replace('_', '-')}: {error}") from None
     config = apply_overrides(config, args.overrides)
-    options = RunOptions(out=args.out, resume=args.resume, max_minutes=args.max_minutes, device=args.device,
+    options = RunOptions(out=args.out, method=f"teacher train {args.model}", resume=args.resume, max_minutes=args.max_minutes, device=args.device,
                          export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
                          compile=args.compile)
     try:
@@ -214,18 +214,30 @@ def _shape_repeats(text: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- sample
-def _sample(args: argparse.Namespace) -> int:
-    from distill3d.diffusion.world_teachers import DEFAULT_TEXT_TO_IMAGE, WorldTextToImageTeacher
-    from distill3d.eval.teacher_quality import save_grid
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """A ``UserError`` for an option below 1 (options left at None are not checked)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "guidance_scale", None) is not None and args.guidance_scale < 0:
+        raise UserError(f"--guidance-scale must not be negative, got {args.guidance_scale}")
 
-    if args.count < 1:
-        raise UserError("--count must be at least 1")
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill3d.eval.teacher_quality import save_grid
+    from distill3d.world_models.teachers import DEFAULT_TEXT_TO_IMAGE, WorldTextToImageTeacher
+
+    _png(args.out)
+    _at_least_one(args, "count", "steps")
     teacher = WorldTextToImageTeacher.from_pretrained(args.teacher or DEFAULT_TEXT_TO_IMAGE, device=args.device)
     teacher.encode_prompt([args.prompt])  # rejects unknown words before any work
     generator = torch.Generator(device=teacher.device).manual_seed(args.seed)
     images = teacher.sample([args.prompt] * args.count, num_steps=args.steps, guidance_scale=args.guidance_scale,
                             generator=generator, progress=True)
-    path = save_grid(images, _png(args.out), columns=args.count)
+    path = save_grid(images, args.out, columns=args.count)
     print(f"wrote {path}")
     return 0
 
@@ -233,11 +245,20 @@ def _sample(args: argparse.Namespace) -> int:
 def _png(path: Path) -> Path:
     if path.suffix.lower() != ".png":
         raise UserError(f"--out must be a .png file, got {path}")
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a .png file")
+    return path
+
+
+def _json_out(path: Path) -> Path:
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a .json file")
     return path
 
 
 def _load_input_image(path: Path, size: int) -> torch.Tensor:
     import numpy as np
+    import torch
     from PIL import Image
 
     if not path.is_file():
@@ -249,13 +270,16 @@ def _load_input_image(path: Path, size: int) -> torch.Tensor:
 
 
 def _sample_multiview(args: argparse.Namespace) -> int:
+    import torch
+
     from distill3d.cameras import orbit_cameras
-    from distill3d.diffusion.world_teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
+    from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
     from distill3d.eval.teacher_quality import save_grid
     from distill3d.world.prompts import parse_prompt
     from distill3d.world.reference_render import render_reference
 
     _png(args.out)
+    _at_least_one(args, "steps")
     teacher = WorldMultiViewTeacher.from_pretrained(args.teacher or DEFAULT_MULTIVIEW, device=args.device)
     R, K = teacher.native_image_size, teacher.num_views
     input_cam = orbit_cameras(args.elevation, args.azimuth, args.distance, args.fovy, R, R).to(teacher.device)
@@ -278,21 +302,23 @@ def _sample_multiview(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- eval / benchmark
 def _eval(args: argparse.Namespace) -> int:
     from distill3d.eval import teacher_quality as q
-    from distill3d.eval.classifier import DEFAULT_CLASSIFIER, WorldClassifier
+    from distill3d.world_models.classifier import DEFAULT_CLASSIFIER, WorldClassifier
 
+    _json_out(args.out)
+    _at_least_one(args, "count", "steps", "batch_size")
     extra = {} if args.batch_size is None else {"batch_size": args.batch_size}
     count = {} if args.count is None else {"count": args.count}
     if args.model == "classifier":
         classifier = WorldClassifier.from_pretrained(args.teacher or DEFAULT_CLASSIFIER, device=args.device)
         metrics = q.evaluate_classifier(classifier, seed=args.seed, **count)
     elif args.model == "text-to-image":
-        from distill3d.diffusion.world_teachers import DEFAULT_TEXT_TO_IMAGE, WorldTextToImageTeacher
+        from distill3d.world_models.teachers import DEFAULT_TEXT_TO_IMAGE, WorldTextToImageTeacher
         teacher = WorldTextToImageTeacher.from_pretrained(args.teacher or DEFAULT_TEXT_TO_IMAGE, device=args.device)
         classifier = WorldClassifier.from_pretrained(args.classifier or DEFAULT_CLASSIFIER, device=teacher.device)
         metrics = q.evaluate_text_to_image(teacher, classifier, seed=args.seed, guidance_scale=args.guidance_scale,
                                            num_steps=args.steps, samples_png=args.samples, **count, **extra)
     else:
-        from distill3d.diffusion.world_teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
+        from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
         teacher = WorldMultiViewTeacher.from_pretrained(args.teacher or DEFAULT_MULTIVIEW, device=args.device)
         metrics = q.evaluate_multiview(teacher, seed=args.seed, guidance_scale=args.guidance_scale,
                                        num_steps=args.steps, samples_png=args.samples, **count, **extra)
@@ -302,8 +328,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from distill3d.diffusion.world_teacher_benchmark import run_benchmark
+    from distill3d.world_models.benchmark import run_benchmark
 
+    if args.out is not None:
+        _json_out(args.out)
     results = run_benchmark(tiny=args.tiny, device=args.device)
     if args.out is not None:
         _write_json(args.out, results)

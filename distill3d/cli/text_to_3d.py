@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from distill3d.cli.dataclass_args import add_config_options, config_from_args
 
 
-def register(commands) -> None:
+def register(commands, help_text: str) -> None:
     from distill3d.methods.consistent3d import Consistent3DConfig
 
-    p = commands.add_parser("text-to-3d", help="distil a text prompt into a NeRF (mesh) or 3D Gaussians",
+    p = commands.add_parser("text-to-3d", help=help_text,
                             description="Consistent3D text-to-3D (coarse stage): CDS or SDS guidance from the "
                                         "world teacher or a Stable Diffusion folder; writes config.json, "
                                         "checkpoints, summary.json, the asset (mesh.glb or gaussians.ply) and "
-                                        "a turntable into --out.")
+                                        "a turntable into --out. On a CPU the default run takes hours: use a GPU, "
+                                        "or the cut-down `distill3d demo`.")
     p.add_argument("prompt", help='e.g. "a red striped torus" (views are added per camera)')
-    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (new or empty; an existing run with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_config_options(p, Consistent3DConfig)
     p.set_defaults(run=_run)
 
 
-def _run(args) -> int:
-    from distill3d.methods.consistent3d import Consistent3DConfig, check_prompt, text_to_3d
+def _run(args: argparse.Namespace) -> int:
+    from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
 
-    config = config_from_args(Consistent3DConfig, args)
-    check_prompt(args.prompt, config.teacher)  # fail fast, before loading anything
+    config = config_from_args(Consistent3DConfig, args)  # every option checked before any work
     summary = text_to_3d(args.prompt, config, args.out, resume=args.resume)
     print(json.dumps({k: summary[k] for k in ("prompt", "steps", "seconds", "final_loss")}, indent=2))
     for kind, path in summary.get("outputs", {}).items():

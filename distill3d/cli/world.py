@@ -16,8 +16,8 @@ BUCKET_ANGLES = {"front": (0.0, 20.0), "side": (90.0, 20.0), "back": (180.0, 20.
 """View word -> (azimuth, elevation) used when a prompt names a view and no angles are given."""
 
 
-def register(subparsers) -> None:
-    world = subparsers.add_parser("world", help="the built-in procedural world: render, list, write data sets",
+def register(subparsers, help_text: str) -> None:
+    world = subparsers.add_parser("world", help=help_text,
                                   description="The built-in procedural world of objects with exact renders.")
     commands = world.add_subparsers(dest="world_command", metavar="SUBCOMMAND", required=True)
 
@@ -39,7 +39,11 @@ def register(subparsers) -> None:
     listing = commands.add_parser("list", help="print the vocabulary, view rule and train / held-out split")
     listing.set_defaults(run=run_list)
 
-    dataset = commands.add_parser("dataset", help="write a training or evaluation data set from the world")
+    dataset = commands.add_parser("dataset", help="write a training or evaluation data set from the world",
+                                  description="Write a data set of reference renders (docs/data-layout.md): sharded, "
+                                              "resumable, with a progress bar. A 2-core CPU writes about 25 images "
+                                              "of 64x64 a second: --count 10000 text-image items take about 7 "
+                                              "minutes, 10000 multi-view sequences of 32 views hours.")
     dataset.add_argument("kind", choices=DATASET_KINDS,
                          help="multiview: posed frame sequences; text-image: views with view-dependent prompts; "
                               "multiview-groups: an input view plus K target views")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from distill3d.cameras import Cameras
 from distill3d.errors import UserError
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 
 LAYOUT_VERSION = 1
 """Bumped whenever a reader of the old layout could misread the new one."""

@@ -38,7 +38,7 @@ import torch
 import trimesh
 
 from distill3d.cameras import Cameras
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.world.reference_render import AMBIENT, LIGHT_DIRECTION
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from distill3d.cameras import Cameras
 from distill3d.data.meshes import MESH_SUFFIXES, UP_AXES, Mesh, MeshError, find_mesh_files, load_mesh, render_mesh
 from distill3d.errors import UserError
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.world.views import view_bucket, view_suffix
 
 

@@ -17,7 +17,7 @@ from distill3d.cameras import Cameras
 from distill3d.data.kinds import KINDS, dataset_kind
 from distill3d.data.shards import DEFAULT_SHARD_SIZE, write_dataset
 from distill3d.errors import UserError
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.world import WorldObject, heldout_objects, render_reference, train_objects, view_prompt
 
 __all__ = ["KINDS", "SPLITS", "WorldSource", "write_world_dataset"]

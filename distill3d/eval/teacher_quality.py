@@ -31,11 +31,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distill3d.cameras import Cameras
-from distill3d.diffusion.multiview_cameras import sample_multiview_groups, split_groups
-from distill3d.diffusion.world_render_pool import ViewCameras
-from distill3d.diffusion.world_teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
-from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier
-from distill3d.eval.metrics import psnr, ssim
+from distill3d.world_models.multiview_cameras import sample_multiview_groups, split_groups
+from distill3d.world_models.render_pool import ViewCameras
+from distill3d.world_models.teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
+from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier
+from distill3d.metrics import psnr, ssim
 from distill3d.eval.view_ambiguity import BUCKET_MARGIN_DEG, bucket_hidden, degrees_to_bucket_cut, pattern_hidden
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference

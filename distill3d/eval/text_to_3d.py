@@ -28,10 +28,12 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.errors import UserError
-from distill3d.eval.classifier import ATTRIBUTES, HEADS, WorldClassifier, prompt_scores
-from distill3d.eval.metrics import mask_iou, psnr
-from distill3d.render.output import RenderOutput
-from distill3d.run_dir import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME, RunDir
+from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier, prompt_scores
+from distill3d.metrics import mask_iou, psnr
+from distill3d.render.scene import render_scene
+from distill3d.render_output import RenderOutput
+from distill3d.training.run_dir import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME, RunDir
+from distill3d.training.run_scene import load_run_scene
 from distill3d.world.prompts import WorldObject, all_objects, parse_prompt
 from distill3d.world.reference_render import render_reference
 
@@ -40,6 +42,7 @@ METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy
            "mask_iou_unrotated", "psnr_unrotated")
 """Figures of one asset that are averaged over runs."""
 
+TEXT_TO_3D = "text-to-3d"
 IOU_TIE = 1e-6
 """Rotations whose mean IoU is within this of the best count as tied (then PSNR decides)."""
 
@@ -142,13 +145,16 @@ def check_run_folder(run_dir: str | Path) -> RunDir:
     missing = [name for name in (CONFIG_NAME, CHECKPOINT_NAME, SUMMARY_NAME) if not (path / name).is_file()]
     if missing:
         raise UserError(f"{path} is not a finished text-to-3d run: no {', '.join(missing)}")
-    return RunDir(path)
+    run = RunDir(path)
+    if run.method() != TEXT_TO_3D:
+        raise UserError(f"{path} is a `distill3d {run.method()}` run, not a text-to-3d run")
+    return run
 
 
 def run_object(run: RunDir) -> WorldObject:
     """The world object named by the run's prompt (summary.json)."""
     summary = json.loads((run.path / SUMMARY_NAME).read_text())
-    if "prompt" not in summary or "view_prompts" not in summary:
+    if "prompt" not in summary:
         raise UserError(f"{run.path} is not a text-to-3d run: its {SUMMARY_NAME} has no prompt")
     try:
         obj, _ = parse_prompt(summary["prompt"])
@@ -161,22 +167,15 @@ def run_object(run: RunDir) -> WorldObject:
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, classifier: WorldClassifier, config: TextTo3DEvalConfig,
                  device: torch.device | str = "cpu") -> dict:
-    """``evaluate_scene`` on the final checkpoint of a text-to-3d run, with the run's settings."""
-    from distill3d.diffusion.model_folder import config_from_dict
-    from distill3d.methods.consistent3d import Consistent3DConfig
-    from distill3d.methods.fit_scenes import scene_for_checkpoint
-
+    """``evaluate_scene`` on the final checkpoint of a text-to-3d run, with the run's scene settings."""
     run = check_run_folder(run_dir)
     obj = run_object(run)
-    run_config = config_from_dict(Consistent3DConfig, run.read_config())
-    scene = scene_for_checkpoint(run_config, run, torch.device(device))
-    rng = torch.get_rng_state()  # loading a checkpoint restores the run's RNG; keep the caller's
-    step, _, _ = run.load_checkpoint(scene.modules(), device=device)
-    torch.set_rng_state(rng)
-    scene.module.eval()
-    metrics = evaluate_scene(lambda c: scene.render(c, background=1.0), obj, classifier, config, device)
-    return {"run": str(run.path), "prompt": obj.prompt, "representation": run_config.representation,
-            "guidance": run_config.guidance, "teacher": run_config.teacher, "steps": step, **metrics}
+    run_config = run.read_config()
+    scene = load_run_scene(run, torch.device(device))
+    metrics = evaluate_scene(lambda c: render_scene(scene, c, background=1.0), obj, classifier, config, device)
+    return {"run": str(run.path), "prompt": obj.prompt, "representation": scene.config.representation,
+            "guidance": run_config.get("guidance"), "teacher": run_config.get("teacher"),
+            "steps": run.checkpoint_step(), **metrics}
 
 
 def mean_metrics(results: list[dict]) -> dict[str, float]:

@@ -8,7 +8,8 @@ Everything is in the teacher's space, sigma ("EDM") form: with x = teacher.encod
     L        = E_pi[ lambda(t2) || D(x_t1, t1, y) - sg(D(x_hat_t2, t2, y)) ||^2 ]  (Eq. 10)
 
 The teacher is queried at ``sqrt(abar_t) * x_sigma`` (its VP input); D is its x0 estimate,
-the same in both forms. t2 follows Eq. 12 and t1 ~ U[t2 + delta, t2 + Delta] per view.
+the same in both forms. t2 follows Eq. 12 and t1 ~ U[t2 + delta, t2 + Delta] per view
+(``gap_min`` = delta, ``gap_max`` = Delta).
 
 Gradient produced. "We follow Poole et al. and reparameterize the first component in Eq. 10
 to skip the CDS gradient directly to x_pi" (Sec. 4.2). Written in eps (D(z) = z - sigma eps_hat(z)),
@@ -77,53 +78,54 @@ RESIDUAL_SIGN: dict[str, float] = {"eps": 1.0, "x0": -1.0}  # gradient = sign w 
 class CDSConfig:
     """Consistent3D's CDS settings; defaults are the coarse (NeRF) stage of Sec. 4.3."""
 
-    t_max: float = 0.7  # Sec. 4.3 coarse stage (refinement stage: 0.5)
-    t_min: float = 0.1  # Sec. 4.3 coarse stage (refinement stage: 0.02)
-    delta: float = 0.1  # Sec. 4.3: t1 - t2 >= delta (both stages)
-    Delta: float = 0.2  # Sec. 4.3 coarse stage: t1 - t2 <= Delta (refinement stage: 0.1)
-    total_steps: int = 10000  # N of Eq. 12 (the run length)
-    cfg_start: float = 50.0  # Sec. B.1: CFG decreased linearly from 50 ...
-    cfg_end: float = 20.0  # ... to 20 over training
+    t_max: float = 0.7  # t2 at the start, as a fraction of T (Eq. 12; Sec. 4.3 coarse stage, refinement: 0.5)
+    t_min: float = 0.1  # t2 at the end (Eq. 12; Sec. 4.3 coarse stage, refinement: 0.02)
+    gap_min: float = 0.1  # delta: t1 - t2 >= delta (Sec. 4.3, both stages)
+    gap_max: float = 0.2  # Delta: t1 - t2 <= Delta (Sec. 4.3 coarse stage; refinement: 0.1)
+    cfg_start: float = 50.0  # classifier-free guidance scale at the start (Sec. B.1: 50, decreased linearly ...)
+    cfg_end: float = 20.0  # ... to 20 at the end of the run (Sec. B.1)
     cfg_form: CfgForm = "standard"  # paper: uncond + s (cond - uncond); "code": cond + s (cond - uncond)
     weighting: CdsWeighting = "one_minus_alpha_bar"  # w(t) = 1 - abar_t as DreamFusion (module docstring)
     weight_by: Literal["t2", "t1"] = "t2"  # Eq. 10 writes lambda(t2); the public code weights by t1
     t_sampling: TimestepSampling = "cds"  # Eq. 12 + random t1; "random" = ablation (a), "predetermined" = (b)
     fixed_noise: bool = True  # Algorithm 1: one eps* for the run; False = ablation (c)
     share_noise_across_views: bool = False  # public code: one noise slice repeated over the batch
-    seed: int = 0  # fixed noise from seed; t1 (and fresh noise) from (seed, step)
     skip_jacobian_of: JacobianSkip = "eps"  # Sec. 4.2 "follow Poole et al."; "x0" flips the sign (docstring)
 
 
 class CDSLoss:
-    """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)``.
+    """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)`` of a run of
+    ``total_steps`` steps (N of Eq. 12).
 
     Holds only the run's fixed noise eps* [B, C, h, w] (or [1, C, h, w] when shared), drawn
-    lazily at the first call from a generator seeded with ``config.seed``.
+    lazily at the first call from a generator seeded with ``seed``; t1 (and the fresh noise of
+    ablation (c)) come from (``seed``, step).
     """
 
-    def __init__(self, config: CDSConfig | None = None):
+    def __init__(self, config: CDSConfig | None = None, *, total_steps: int, seed: int = 0):
         self.config = config or CDSConfig()
+        self.total_steps, self.seed = total_steps, seed
         self.fixed_noise_tensor: Tensor | None = None
 
     def guidance_scale(self, step: int) -> float:
         """CFG at ``step``, linear from cfg_start to cfg_end (Sec. B.1), in ``cfg_form``."""
         c = self.config
-        return linear_anneal(c.cfg_start, c.cfg_end, step, c.total_steps)
+        return linear_anneal(c.cfg_start, c.cfg_end, step, self.total_steps)
 
     def sample_timesteps(self, step: int, batch: int) -> tuple[Tensor, Tensor]:
         """(t1, t2), each [batch] float64 fractions of T, for iteration ``step``."""
         c = self.config
-        generator = step_generator(c.seed, step, stream=0)
+        generator = step_generator(self.seed, step, stream=0)
         if c.t_sampling == "random":
             t2 = uniform(c.t_min, c.t_max, batch, generator)
         elif c.t_sampling in ("cds", "predetermined"):
-            t2 = torch.full((batch,), sqrt_schedule(c.t_max, c.t_min, step, c.total_steps), dtype=torch.float64)
+            t2 = torch.full((batch,), sqrt_schedule(c.t_max, c.t_min, step, self.total_steps), dtype=torch.float64)
         else:
             raise ValueError(f"unknown t_sampling {c.t_sampling!r}; expected 'cds', 'random' or 'predetermined'")
         if c.t_sampling == "predetermined":
-            t1 = t2 + 0.5 * (c.delta + c.Delta)
+            t1 = t2 + 0.5 * (c.gap_min + c.gap_max)
         else:
-            t1 = t2 + uniform(c.delta, c.Delta, batch, generator)  # t1 ~ U[t2 + delta, t2 + Delta]
+            t1 = t2 + uniform(c.gap_min, c.gap_max, batch, generator)  # t1 ~ U[t2 + delta, t2 + Delta]
         return t1, t2
 
     def noise(self, shape: tuple[int, ...], step: int) -> Tensor:
@@ -132,10 +134,10 @@ class CDSLoss:
         batch = shape[0]
         draw_shape = (1, *shape[1:]) if c.share_noise_across_views else tuple(shape)
         if not c.fixed_noise:
-            eps = torch.randn(draw_shape, generator=step_generator(c.seed, step, stream=1))
+            eps = torch.randn(draw_shape, generator=step_generator(self.seed, step, stream=1))
         else:
             if self.fixed_noise_tensor is None:
-                generator = torch.Generator().manual_seed(c.seed)
+                generator = torch.Generator().manual_seed(self.seed)
                 self.fixed_noise_tensor = torch.randn(draw_shape, generator=generator)
             eps = self.fixed_noise_tensor
             if tuple(eps.shape) != draw_shape:

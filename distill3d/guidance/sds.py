@@ -32,16 +32,14 @@ SdsWeighting = Literal["one_minus_alpha_bar", "sigma_squared", "uniform"]
 class SDSConfig:
     """DreamFusion's SDS settings (its numbers cited beside each field)."""
 
-    t_min: float = 0.02  # DreamFusion Sec. 3: t ~ U(0.02, 0.98)
-    t_max: float = 0.98  # DreamFusion Sec. 3
-    # Optional linear annealing of t_max from ``t_max`` at step 0 to this value at
-    # ``total_steps`` (a common later refinement; DreamFusion itself keeps the range fixed).
+    t_min: float = 0.02  # lower end of t ~ U(t_min, t_max), as a fraction of T (DreamFusion Sec. 3: 0.02)
+    t_max: float = 0.98  # upper end of t (DreamFusion Sec. 3: 0.98)
+    # t_max annealed linearly to this value at the end of the run; none: fixed (DreamFusion keeps
+    # the range fixed; annealing is a common later refinement)
     t_max_end: float | None = None
-    total_steps: int = 10000  # N, the run length (used only by the annealing)
-    guidance_scale: float = 100.0  # DreamFusion Sec. 3: CFG weight 100
+    guidance_scale: float = 100.0  # classifier-free guidance scale (DreamFusion Sec. 3: 100)
     cfg_form: CfgForm = "standard"  # "code": guidance written as cond + s (cond - uncond)
     weighting: SdsWeighting = "one_minus_alpha_bar"  # DreamFusion: w(t) = sigma_t^2 (VP) = 1 - abar_t
-    seed: int = 0  # timesteps and noise are drawn from (seed, step)
 
 
 def sds_weight(schedule: NoiseSchedule, t: Tensor, weighting: SdsWeighting) -> Tensor:
@@ -56,26 +54,29 @@ def sds_weight(schedule: NoiseSchedule, t: Tensor, weighting: SdsWeighting) -> T
     raise ValueError(f"unknown SDS weighting {weighting!r}")
 
 
-def sds_t_max(config: SDSConfig, step: int) -> float:
-    """The upper end of the timestep range at ``step`` (fixed unless t_max_end is set)."""
+def sds_t_max(config: SDSConfig, step: int, total_steps: int) -> float:
+    """The upper end of the timestep range at ``step`` of ``total_steps`` (fixed unless t_max_end is set)."""
     if config.t_max_end is None:
         return config.t_max
-    return linear_anneal(config.t_max, config.t_max_end, step, config.total_steps)
+    return linear_anneal(config.t_max, config.t_max_end, step, total_steps)
 
 
-def sample_sds_timesteps(config: SDSConfig, T: int, batch: int, step: int) -> Tensor:
-    """Integer timesteps [batch] uniform in [int(t_min T), int(t_max(step) T)] (inclusive)."""
+def sample_sds_timesteps(config: SDSConfig, T: int, batch: int, step: int, *, total_steps: int,
+                         seed: int = 0) -> Tensor:
+    """Integer timesteps [batch] uniform in [int(t_min T), int(t_max(step) T)] (inclusive), drawn from (seed, step)."""
     low = int(config.t_min * T)
-    high = max(low, min(int(sds_t_max(config, step) * T), T - 1))
-    generator = step_generator(config.seed, step, stream=0)
+    high = max(low, min(int(sds_t_max(config, step, total_steps) * T), T - 1))
+    generator = step_generator(seed, step, stream=0)
     return torch.randint(low, high + 1, (batch,), generator=generator)
 
 
 class SDSLoss:
-    """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)``."""
+    """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)`` of a run of
+    ``total_steps`` steps (used only by ``t_max_end``); timesteps and noise are drawn from (``seed``, step)."""
 
-    def __init__(self, config: SDSConfig | None = None):
+    def __init__(self, config: SDSConfig | None = None, *, total_steps: int, seed: int = 0):
         self.config = config or SDSConfig()
+        self.total_steps, self.seed = total_steps, seed
 
     def __call__(
         self, images: Tensor, teacher: Teacher, cond: Any, step: int, noise: Tensor | None = None
@@ -85,9 +86,10 @@ class SDSLoss:
         x = teacher.encode_images(images)  # [B, C, h, w], differentiable
         batch = x.shape[0]
         schedule = teacher.schedule
-        t = sample_sds_timesteps(config, schedule.num_train_timesteps, batch, step).to(x.device)
+        t = sample_sds_timesteps(config, schedule.num_train_timesteps, batch, step, total_steps=self.total_steps,
+                                 seed=self.seed).to(x.device)
         if noise is None:
-            noise = torch.randn(x.shape, generator=step_generator(config.seed, step, stream=1))
+            noise = torch.randn(x.shape, generator=step_generator(self.seed, step, stream=1))
         eps = noise.to(x.device, torch.float32)
         scale = standard_scale(config.guidance_scale, config.cfg_form)
         with torch.no_grad():

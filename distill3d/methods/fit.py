@@ -1,32 +1,34 @@
 """Multi-view reconstruction: fit a voxel grid, hash-grid NeRF or 3D Gaussians to posed images.
 
-The plainest use of the scene and render parts, and the building block that HoloFusion's
-distillation and Consistent3D's refinement reuse: photometric loss between renders and
-images at their cameras, Adam, periodic atomic checkpoints, ``resume``, held-out evaluation.
+The plainest use of the shared parts, and the building block that HoloFusion's distillation
+and Consistent3D's refinement reuse: photometric loss between renders and images at their
+cameras, on the shared optimisation loop (resume, checkpoints, NaN guard, export), scored on
+held-out views.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
+import torch.nn.functional as F
 
 from distill3d.cameras import Cameras
 from distill3d.data.layout import sample_cameras
 from distill3d.data.multiview import MultiviewDataset
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
-from distill3d.eval.metrics import mask_iou, psnr, ssim
-from distill3d.methods.fit_scenes import REPRESENTATIONS, FitScene, build_fit_scene, scene_for_checkpoint
-from distill3d.run_dir import RunDir
-from distill3d.scene.mesh_extraction import DEFAULT_DENSITY_THRESHOLD
+from distill3d.export.scene import ExportConfig, export_scene
+from distill3d.metrics import mask_iou, psnr, ssim
+from distill3d.render.scene import render_scene
+from distill3d.scene.factory import Scene, SceneConfig, SceneOptimConfig, build_scene, scene_like_checkpoint, scene_optimizer
+from distill3d.scene.hash_grid import HashGridConfig
+from distill3d.scene.voxel_grid import VoxelGridConfig
+from distill3d.training.run_dir import RunDir
+from distill3d.training.scene_loop import LoopConfig, SceneJob, finish_run, run_loop
 
-Representation = Literal["voxels", "nerf", "gaussians"]
+METHOD = "fit"
 
 
 @dataclass
@@ -34,41 +36,27 @@ class FitConfig:
     """Settings of ``distill3d fit`` (our defaults for 64x64 world objects; none comes from a paper)."""
 
     data: str                                # a multi-view data set (``distill3d world dataset multiview``)
-    representation: Representation = "gaussians"
     item: int = 0                            # which sequence of the data set
-    heldout_views: int = 8                   # the last frames are never trained on
-    steps: int = 2000
-    views_per_step: int = 4
+    heldout_views: int = 8                   # the last frames of the sequence, never trained on, scored at the end
+    steps: int = 2000                        # optimisation steps
+    views_per_step: int = 4                  # training views rendered per step
     seed: int = 0
-    device: str = "auto"                     # auto: cuda when available
-    background: float = 1.0                  # world data sets are rendered on white
+    device: str = "auto"                     # auto: cuda when available, else cpu
+    background: float = 1.0                  # background grey level (world data sets are rendered on white)
     alpha_weight: float = 0.1                # weight of the mask (alpha) MSE beside the colour MSE
-    checkpoint_every: int = 250
-    # volume scenes
-    num_samples: int = 96                    # samples per ray inside the scene box
-    voxel_resolution: int = 48
-    voxel_features: int = 16
-    hash_levels: int = 12
-    hash_log2_table: int = 16
-    hash_max_resolution: int = 512
-    grid_lr: float = 1e-2                    # voxel features / hash table
-    mlp_lr: float = 1e-3
-    # Gaussians
-    num_gaussians: int = 20000
-    gaussian_lr_scale: float = 1.0           # multiplies the 3DGS learning rates
-    # outputs
-    turntable_frames: int = 48               # 0: no turntable videos
-    turntable_resolution: int = 128
-    mesh_resolution: int = 128
-    mesh_threshold: float = DEFAULT_DENSITY_THRESHOLD  # density level of the exported surface
+    scene: SceneConfig = field(default_factory=lambda: SceneConfig(
+        representation="gaussians", num_samples=96, voxels=VoxelGridConfig(resolution=48, feature_dim=16),
+        nerf=HashGridConfig(num_levels=12, log2_table_size=16, max_resolution=512)))
+    optim: SceneOptimConfig = field(default_factory=SceneOptimConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(checkpoint_every=250))
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
-        if self.representation not in REPRESENTATIONS:
-            raise UserError(f"unknown representation '{self.representation}'; choose one of "
-                            f"{', '.join(REPRESENTATIONS)}")
-        for name in ("steps", "views_per_step", "checkpoint_every", "num_samples", "num_gaussians"):
+        for name in ("steps", "views_per_step"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.item < 0 or self.heldout_views < 0:
+            raise UserError("--item and --heldout-views must not be negative")
 
 
 def load_views(config: FitConfig) -> tuple[torch.Tensor, Cameras, torch.Tensor, Cameras, str]:
@@ -90,15 +78,14 @@ def load_views(config: FitConfig) -> tuple[torch.Tensor, Cameras, torch.Tensor, 
 
 
 @torch.no_grad()
-def evaluate(scene: FitScene, images: torch.Tensor, cameras: Cameras, background: float,
+def evaluate(scene: Scene, images: torch.Tensor, cameras: Cameras, background: float,
              batch: int = 4) -> dict[str, float]:
     """PSNR / SSIM of rgb and IoU of alpha on the given views (no stochastic sampling)."""
     if len(cameras) == 0:
         return {}
-    device = scene.device
     rgb, alpha = [], []
     for s in range(0, len(cameras), batch):
-        out = scene.render(cameras[s:s + batch].to(device), background=background, train=False)
+        out = render_scene(scene, cameras[s:s + batch].to(scene.device), background=background, train=False)
         rgb.append(out.rgb.float().cpu())
         alpha.append(out.alpha.float().cpu())
     rgb, alpha = torch.cat(rgb).clamp(0, 1), torch.cat(alpha)
@@ -109,58 +96,33 @@ def evaluate(scene: FitScene, images: torch.Tensor, cameras: Cameras, background
 
 def fit(config: FitConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run a reconstruction into ``out_dir``; returns the summary (also written to summary.json)."""
-    run = RunDir(out_dir)
     train_images, train_cams, test_images, test_cams, label = load_views(config)
-    run.prepare(config, resume=resume)
+    run = RunDir(out_dir)
+    resuming = run.prepare(config, method=METHOD, resume=resume)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    resuming = resume and run.has_checkpoint()
-    scene = scene_for_checkpoint(config, run, device) if resuming else build_fit_scene(config, device)
-    optimizer = torch.optim.Adam(scene.param_groups(config), eps=1e-15)
-    step, elapsed = 0, 0.0
+    scene = (scene_like_checkpoint(config.scene, run.checkpoint_shapes(), device, config.seed) if resuming
+             else build_scene(config.scene, device, config.seed))
     generator = torch.Generator().manual_seed(config.seed)  # picks the training views of each step
-    if resuming:
-        step, extra, tensors = run.load_checkpoint(scene.modules(), {"adam": optimizer}, device=device)
-        elapsed = float(extra.get("seconds", 0.0))
-        generator.set_state(tensors["view_generator"].cpu())
-    images_dev = train_images.to(device)
-    cams_dev = train_cams.to(device)
-    bar = tqdm(total=config.steps, initial=step, desc=f"fit {config.representation}", disable=not progress,
-               dynamic_ncols=True)
-    start = time.perf_counter() - elapsed
-    loss_value = extra.get("loss") if resuming else None
-    while step < config.steps:
-        idx = torch.randperm(len(cams_dev), generator=generator)[:config.views_per_step].to(device)
-        target = images_dev[idx]
-        out = scene.render(cams_dev[idx], background=config.background, train=True)
-        loss = torch.nn.functional.mse_loss(out.rgb, target[..., :3]) \
-            + config.alpha_weight * torch.nn.functional.mse_loss(out.alpha, target[..., 3:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        loss_value = loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            run.save_checkpoint(step, scene.modules(), {"adam": optimizer},
-                                extra_tensors={"view_generator": generator.get_state()},
-                                extra={"seconds": time.perf_counter() - start, "loss": loss_value})
-    bar.close()
-    seconds = time.perf_counter() - start
+    images, cams = train_images.to(device), train_cams.to(device)
 
+    def step(i: int, timer) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = torch.randperm(len(cams), generator=generator)[:config.views_per_step].to(device)
+        target = images[idx]
+        out = render_scene(scene, cams[idx], background=config.background, train=True)
+        loss = F.mse_loss(out.rgb, target[..., :3]) + config.alpha_weight * F.mse_loss(out.alpha, target[..., 3:])
+        return loss, {}
+
+    job = SceneJob(scene.modules(), scene_optimizer(scene, config.optim), step,
+                   state_tensors=lambda: {"view_generator": generator.get_state()},
+                   load_state_tensors=lambda t: generator.set_state(t["view_generator"].cpu()))
+    result = run_loop(run, job, steps=config.steps, config=config.loop, resuming=resuming, device=device,
+                      desc=f"fit {config.scene.representation}", progress=progress)
     summary = {
-        "label": label, "representation": config.representation, "steps": step,
-        "seconds": round(seconds, 2), "device": str(device), "final_loss": loss_value,
+        "label": label, "representation": config.scene.representation, "steps": result.step,
+        "seconds": round(result.seconds, 2), "device": str(device), "final_loss": result.loss,
         "train_views": len(train_cams), "heldout_views": len(test_cams), "resolution": train_cams.width,
         "heldout": evaluate(scene, test_images, test_cams, config.background),
         "train": evaluate(scene, train_images[:8], train_cams[:8], config.background),
     }
-    run.write_summary(summary)
-    try:
-        summary["outputs"] = {k: str(v) for k, v in scene.export(run.path, config).items()}
-    except UserError as err:  # e.g. a field with no surface yet: the run itself is kept
-        summary["outputs"] = {"error": str(err)}
-        print(f"distill3d: warning: export failed: {err}", file=sys.stderr)
-    run.write_summary(summary)
-    return summary
+    return finish_run(run, summary, lambda: export_scene(scene, run.path, config.export))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from distill3d.cameras import Cameras
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.scene.field import DensityField
 
 __all__ = ["render_volume", "render_volume_with_extras", "VolumeRenderExtras",

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from distill3d.cameras import Cameras
-from distill3d.render.output import RenderOutput
+from distill3d.render_output import RenderOutput
 from distill3d.world.prompts import WorldObject
 from distill3d.world.shapes import BOUNDING_RADII, OBJECT_RADIUS, SHAPE_SDFS, object_albedo
 

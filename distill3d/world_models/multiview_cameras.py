@@ -16,7 +16,7 @@ Two frames (``CAMERA_FRAMES``, chosen by ``MultiViewNetConfig.camera_frame``):
   is thus made known, as Zero-1-to-3's relative spherical cameras (elevation and azimuth
   offsets) also take it to be; an input elevation of 0 gives the same frame as ``"input"``.
   Fine-tuned into this frame, the world teacher gained 2 dB in one chunk (benchmarks/RESULTS.md,
-  session 14). Cameras must then be given in the world's convention (+Z up, ``distill3d.cameras``).
+  "World multi-view teacher"). Cameras must then be given in the world's convention (+Z up, ``distill3d.cameras``).
 
 Group layout (what the teacher is trained on, and what ``sample_multiview_groups`` draws):
 an input camera (elevation, azimuth, distance, fovy uniform in their ranges) and K target

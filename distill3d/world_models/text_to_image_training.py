@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from distill3d.diffusion.train import Generators, OptimConfig, diffusion_loss
-from distill3d.diffusion.world_networks import (ScheduleConfig, TextToImageNetConfig, UNetConfig,
+from distill3d.diffusion.training_loss import diffusion_loss
+from distill3d.optim import OptimConfig
+from distill3d.random_streams import Generators
+from distill3d.world_models.networks import (ScheduleConfig, TextToImageNetConfig, UNetConfig,
                                                 WorldTextToImageNet)
-from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras
-from distill3d.diffusion.world_text_encoder import NO_VIEW_TOKEN, NULL_TOKEN, TOKEN_ID, TextEncoderConfig, tokens_from_labels
+from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig, ViewCameras
+from distill3d.world_models.text_encoder import NO_VIEW_TOKEN, NULL_TOKEN, TOKEN_ID, TextEncoderConfig, tokens_from_labels
 
 KIND = "world-text-to-image"
 
@@ -36,8 +38,8 @@ class TextToImageTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=256, lr=2e-4))
     p_uncond: float = 0.1  # prompt dropout for classifier-free guidance (Ho & Salimans 2022)
     p_no_view: float = 0.1  # prompt without its view suffix
-    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5 gives the
-    # Min-SNR-5 of every chunk before session 13 (why not: ``diffusion_loss``)
+    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5: Min-SNR-5
+    # weights, which hardly train the steps near pure noise (``diffusion_loss``)
     min_snr_gamma: float | None = None
     default_guidance_scale: float = 3.0  # standard-form CFG scale used by ``sample`` / ``eval``
 
@@ -67,7 +69,7 @@ class TextToImageTask:
     def build_model(self) -> nn.Module:
         return WorldTextToImageNet(self.config.net)
 
-    def build_pool(self, device: torch.device) -> RenderPool:
+    def build_source(self, device: torch.device) -> RenderPool:
         return RenderPool(self.config.pool, 1, self.config.cameras.sample, device)
 
     def batch(self, pool: RenderPool, batch_size: int, generators: Generators) -> tuple[Tensor, Tensor]:

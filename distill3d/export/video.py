@@ -1,7 +1,4 @@
-"""Exports: meshes (GLB/OBJ with vertex colours, through trimesh) and turntable videos (MP4/GIF).
-
-Gaussians are written as standard 3DGS PLY files by ``distill3d.export_ply``.
-"""
+"""Turntable videos (MP4 through imageio-ffmpeg, GIF): orbit cameras, frames, files."""
 
 from __future__ import annotations
 
@@ -11,32 +8,12 @@ from typing import Callable
 import imageio.v3 as iio
 import numpy as np
 import torch
-import trimesh
 
 from distill3d.cameras import Cameras, orbit_cameras
-from distill3d.errors import UserError
-from distill3d.render.output import RenderOutput
+from distill3d.atomic_files import output_with_temporary
+from distill3d.render_output import RenderOutput
 
-MESH_FORMATS = ("glb", "obj")
 VIDEO_FORMATS = ("mp4", "gif")
-
-
-def _output_path(path: str | Path, formats: tuple[str, ...], what: str) -> tuple[Path, str, Path]:
-    """(path, format from its extension, temporary sibling to write before an atomic rename)."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in formats:
-        raise UserError(f"{what} format must be one of {', '.join(formats)}, got '{fmt}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, fmt, path.with_name(path.stem + ".tmp." + fmt)
-
-
-def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
-    """Write a vertex-coloured mesh as .glb or .obj (by the file's extension)."""
-    path, fmt, tmp = _output_path(path, MESH_FORMATS, "mesh")
-    mesh.export(str(tmp), file_type=fmt)
-    tmp.replace(path)
-    return path
 
 
 def turntable_cameras(num_frames: int = 60, *, resolution: int = 128, elevation: float = 15.0,
@@ -59,7 +36,7 @@ def render_frames(render: Callable[[Cameras], RenderOutput], cameras: Cameras,
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 30) -> Path:
     """Write uint8 frames [N, H, W, 3] as .mp4 (H.264 through imageio-ffmpeg) or .gif."""
-    path, fmt, tmp = _output_path(path, VIDEO_FORMATS, "video")
+    path, fmt, tmp = output_with_temporary(path, VIDEO_FORMATS, "video")
     if fmt == "gif":
         iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     else:

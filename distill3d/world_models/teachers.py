@@ -9,7 +9,7 @@
 
 Both load from a model folder (``config.json`` + ``model.safetensors``) or a shipped name
 (``DEFAULT_TEXT_TO_IMAGE``, ``DEFAULT_MULTIVIEW``); networks and schedules are described in
-``world_networks``. On CUDA the networks run under bf16 autocast (as they were trained) with
+``networks``. On CUDA the networks run under bf16 autocast (as they were trained) with
 float32 weights, and the text-to-image network's forward pass is replayed from a CUDA graph
 (``cuda_graph``; ``cuda_graphs=False`` runs it eagerly); estimates are returned in the dtype
 of ``x_t``.
@@ -30,15 +30,15 @@ from distill3d.cameras import Cameras
 from distill3d.devices import pick_device
 from distill3d.diffusion.cuda_graph import GraphedForward
 from distill3d.diffusion.guidance_cfg import apply_cfg
-from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
-from distill3d.diffusion.multiview_cameras import multiview_rays
+from distill3d.configs import config_from_dict
+from distill3d.model_folder import WEIGHTS_FILE, load_weights, resolve_model_folder
+from distill3d.world_models.multiview_cameras import multiview_rays
 from distill3d.diffusion.parameterization import x0_and_eps
 from distill3d.diffusion.samplers import ddim_sample
 from distill3d.diffusion.teacher import DenoiseOutput, PixelTeacher, batch_timesteps
-from distill3d.diffusion.train import load_weights
-from distill3d.diffusion.train_multiview import KIND as MULTIVIEW_KIND, MultiViewTrainConfig
-from distill3d.diffusion.train_text_to_image import KIND as TEXT_TO_IMAGE_KIND, TextToImageTrainConfig
-from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet
+from distill3d.world_models.multiview_training import KIND as MULTIVIEW_KIND, MultiViewTrainConfig
+from distill3d.world_models.text_to_image_training import KIND as TEXT_TO_IMAGE_KIND, TextToImageTrainConfig
+from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet
 from distill3d.errors import UserError
 
 DEFAULT_TEXT_TO_IMAGE = "world-text-to-image"

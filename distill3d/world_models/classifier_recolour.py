@@ -5,7 +5,7 @@ classifier can then read a pattern from the colours alone. "a red plain sphere" 
 and the only training sphere with a red lower half is "a green two-tone sphere" (green over
 red), so the classifier trained without recolouring read the red plain sphere as two-tone at
 every elevation. Showing the shape, pattern and view heads the same objects in other colours
-takes that shortcut away (benchmarks/RESULTS.md, "Session 12").
+takes that shortcut away (benchmarks/RESULTS.md, "World classifier").
 
 How: the reference renderer is Lambertian per channel on a white background, so permuting the
 channels of a render gives exactly the render of the same object with permuted albedos. A
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from distill3d.eval.classifier_colour_mix import LOOKALIKE_DISTANCE, ColourTable, allowed_targets
+from distill3d.world_models.classifier_colour_mix import LOOKALIKE_DISTANCE, ColourTable, allowed_targets
 from distill3d.world.prompts import WorldObject
 
 CHANNEL_PERMUTATIONS: tuple[tuple[int, int, int], ...] = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))

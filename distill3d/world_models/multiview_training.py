@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from distill3d.diffusion.multiview_cameras import (CAMERA_FRAMES, MultiViewGroupCameras, multiview_rays,
+from distill3d.world_models.multiview_cameras import (CAMERA_FRAMES, MultiViewGroupCameras, multiview_rays,
                                                    sample_multiview_groups)
-from distill3d.diffusion.train import Generators, OptimConfig, diffusion_loss
-from distill3d.diffusion.world_networks import MultiViewNetConfig, ScheduleConfig, UNetConfig, WorldMultiViewNet
-from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig
+from distill3d.diffusion.training_loss import diffusion_loss
+from distill3d.optim import OptimConfig
+from distill3d.random_streams import Generators
+from distill3d.world_models.networks import MultiViewNetConfig, ScheduleConfig, UNetConfig, WorldMultiViewNet
+from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig
 
 KIND = "world-multiview"
 
@@ -36,8 +38,8 @@ class MultiViewTrainConfig:
     steps: int = 16000  # may be raised when resuming, to extend a run
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=48, lr=2e-4))
     p_uncond: float = 0.1  # input-image dropout for classifier-free guidance
-    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5 gives the
-    # Min-SNR-5 of every chunk before session 13 (why not: ``diffusion_loss``)
+    # None: the plain v-loss, as Stable Diffusion 2 and MVDream / ImageDream train; 5: Min-SNR-5
+    # weights, which hardly train the steps near pure noise (``diffusion_loss``)
     min_snr_gamma: float | None = None
     default_guidance_scale: float = 1.0  # standard-form CFG scale of ``sample`` / ``eval``
 
@@ -73,7 +75,7 @@ class MultiViewTask:
     def build_model(self) -> nn.Module:
         return WorldMultiViewNet(self.config.net)
 
-    def build_pool(self, device: torch.device) -> RenderPool:
+    def build_source(self, device: torch.device) -> RenderPool:
         layout = self.config.cameras
 
         def sample(n: int, resolution: int, generator: torch.Generator):

@@ -1,166 +1,36 @@
-"""The world classifier: the world's stand-in for CLIP, and its training.
+"""Training of the world classifier (``distill3d teacher train classifier``).
 
-A small ResNet (pre-activation basic blocks, GroupNorm) on 64x64 RGB with four heads:
-shape, colour, pattern and view bucket (front / side / back / overhead; meaningful, and
-trained, only for shapes with a front). It is trained on reference renders of training
-objects from random views (``ViewCameras``), never on teacher output, and scores every later
-method: attribute accuracy and R-precision (``prompt_log_likelihood``).
-
-Augmentation keeps colour identity: no colour or brightness jitter; only a random
-down-and-up resampling (blur) and a little Gaussian pixel noise, so that soft or slightly
-noisy renders of learned 3D models are read like sharp ones. Separately, a share of each batch
-(``recolour_fraction``, three quarters by default) is shown in other colours and has no colour
-label, so that shape, pattern and view are read independently of the colour: its albedos mixed
-to random colours (``classifier_colour_mix``, ``recolour = "mix"``, the default) or its RGB
-channels permuted (``classifier_recolour``, ``"permute"``, the classifier of session 12). Images
-in their own colours of an object that shares shape and colour with a held-out one carry no
+Data: reference renders of training objects from random views (``ViewCameras``), drawn from a
+``RenderPool``. Augmentation keeps colour identity: no colour or brightness jitter; only a
+random down-and-up resampling (blur) and a little Gaussian pixel noise, so that soft or
+slightly noisy renders of learned 3D models are read like sharp ones. Separately, a share of
+each batch (``recolour_fraction``, three quarters by default) is shown in other colours and
+has no colour label, so that shape, pattern and view are read independently of the colour:
+its albedos mixed to random colours (``classifier_colour_mix``, ``recolour = "mix"``, the
+default) or its RGB channels permuted (``classifier_recolour``, ``"permute"``). Images in
+their own colours of an object that shares shape and colour with a held-out one carry no
 pattern label (``ClassifierTrainConfig.pattern_labels``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill3d.devices import pick_device
-from distill3d.diffusion.model_folder import WEIGHTS_FILE, config_from_dict, resolve_model_folder
-from distill3d.diffusion.train import Generators, OptimConfig, load_weights
-from distill3d.diffusion.world_render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
-from distill3d.eval.classifier_colour_mix import ColourTable, mix_colours
-from distill3d.eval.classifier_recolour import allowed_permutations, recolour
+from distill3d.optim import OptimConfig
+from distill3d.random_streams import Generators
 from distill3d.world.prompts import WorldObject, all_objects
 from distill3d.world.split import heldout_objects, train_objects
-from distill3d.world.vocabulary import COLOURS, PATTERNS, SHAPES, SHAPES_WITH_FRONT, VIEW_BUCKETS
+from distill3d.world_models.classifier import (ATTRIBUTES, KIND, ClassifierNetConfig, WorldClassifier,
+                                               attribute_labels, has_front)
+from distill3d.world_models.classifier_colour_mix import ColourTable, mix_colours
+from distill3d.world_models.classifier_recolour import allowed_permutations, recolour
+from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 
-KIND = "world-classifier"
-DEFAULT_CLASSIFIER = "world-classifier"
-HEADS: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": tuple(COLOURS), "pattern": PATTERNS,
-                                     "bucket": VIEW_BUCKETS}
-"""Head name -> its class words, in logit order."""
-ATTRIBUTES = ("shape", "colour", "pattern")
-
-
-@dataclass
-class ClassifierNetConfig:
-    """Size of the classifier."""
-
-    resolution: int = 64
-    widths: tuple[int, ...] = (32, 64, 128, 256)  # one stage per width; stages after the first halve the size
-    blocks_per_stage: int = 2
-    norm_groups: int = 8
-
-
-class _Block(nn.Module):
-    """Pre-activation residual block (He et al. 2016) with GroupNorm."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, groups: int):
-        super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.norm2, self.conv2 = nn.GroupNorm(groups, c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.skip = nn.Conv2d(c_in, c_out, 1, stride, bias=False) if (stride != 1 or c_in != c_out) else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
-
-
-class WorldClassifier(nn.Module):
-    """Images [B, 3, R, R] in [-1, 1] -> logits per head (``HEADS``)."""
-
-    def __init__(self, config: ClassifierNetConfig):
-        super().__init__()
-        self.config = config
-        w = config.widths
-        self.stem = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
-        blocks, c = [], w[0]
-        for i, width in enumerate(w):
-            for j in range(config.blocks_per_stage):
-                blocks.append(_Block(c, width, 2 if (i > 0 and j == 0) else 1, config.norm_groups))
-                c = width
-        self.blocks = nn.Sequential(*blocks)
-        self.final_norm = nn.GroupNorm(config.norm_groups, c)
-        self.heads = nn.ModuleDict({name: nn.Linear(c, len(words)) for name, words in HEADS.items()})
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        h = F.silu(self.final_norm(self.blocks(self.stem(x))))
-        feature = h.mean(dim=(2, 3))
-        return {name: head(feature) for name, head in self.heads.items()}
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CLASSIFIER, *,
-                        device: torch.device | str | None = None) -> "WorldClassifier":
-        """Load a trained classifier (folder or shipped name), frozen, in eval mode."""
-        folder, raw = resolve_model_folder(name_or_path, KIND)
-        config = config_from_dict(ClassifierTrainConfig, raw)
-        model = cls(config.net)
-        load_weights(model, folder / WEIGHTS_FILE)
-        device = pick_device(device)
-        return model.to(device).eval().requires_grad_(False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.stem.weight.device
-
-    def prepare(self, images: Tensor) -> Tensor:
-        """Images [B, H, W, 3] in [0, 1] (any size) -> network input [B, 3, R, R] in [-1, 1]."""
-        x = images.to(self.device).float().permute(0, 3, 1, 2)
-        R = self.config.resolution
-        if x.shape[-2:] != (R, R):
-            x = F.interpolate(x, size=(R, R), mode="bilinear", antialias=True, align_corners=False)
-        return x * 2 - 1
-
-    @torch.no_grad()
-    def log_probs(self, images: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
-        """Log-probabilities per head, each [B, classes], of images [B, H, W, 3] in [0, 1]."""
-        parts: dict[str, list[Tensor]] = {name: [] for name in HEADS}
-        for start in range(0, images.shape[0], batch_size):
-            logits = self(self.prepare(images[start:start + batch_size]))
-            for name in HEADS:
-                parts[name].append(logits[name].float().log_softmax(-1))
-        return {name: torch.cat(v) for name, v in parts.items()}
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> dict[str, list[str]]:
-        """Predicted words per head for images [B, H, W, 3] in [0, 1]."""
-        logp = self.log_probs(images)
-        return {name: [HEADS[name][int(i)] for i in logp[name].argmax(-1)] for name in HEADS}
-
-    @torch.no_grad()
-    def prompt_log_likelihood(self, images: Tensor, objects: Sequence[WorldObject]) -> Tensor:
-        """[B, P] log p(shape) + log p(colour) + log p(pattern) of each image for each candidate object.
-
-        R-precision: the fraction of images whose own object has the highest score.
-        """
-        return prompt_scores(self.log_probs(images), objects)
-
-
-def prompt_scores(logp: dict[str, Tensor], objects: Sequence[WorldObject]) -> Tensor:
-    """[B, P] log p(shape) + log p(colour) + log p(pattern) for each candidate object, from the
-    classifier's log-probabilities per head (``WorldClassifier.log_probs``), each [B, classes]."""
-    idx = {name: torch.tensor([HEADS[name].index(getattr(o, name)) for o in objects], device=logp[name].device)
-           for name in ATTRIBUTES}
-    return sum(logp[name][:, idx[name]] for name in ATTRIBUTES)
-
-
-def attribute_labels(object_index: Tensor) -> dict[str, Tensor]:
-    """Shape, colour and pattern class indices [B] from ``WorldObject.index`` [B]."""
-    rest, pattern = object_index.div(len(PATTERNS), rounding_mode="floor"), object_index % len(PATTERNS)
-    shape, colour = rest.div(len(COLOURS), rounding_mode="floor"), rest % len(COLOURS)
-    return {"shape": shape, "colour": colour, "pattern": pattern}
-
-
-def has_front(shape_index: Tensor) -> Tensor:
-    """[B] bool: the shape has a front (``SHAPES_WITH_FRONT``)."""
-    front = torch.tensor([s in SHAPES_WITH_FRONT for s in SHAPES], device=shape_index.device)
-    return front[shape_index]
-
-
-# ---------------------------------------------------------------------- training
 PatternLabels = Literal["all", "off-heldout-looks", "recoloured"]
 PATTERN_LABELS: tuple[str, ...] = get_args(PatternLabels)
 
@@ -170,7 +40,7 @@ class ClassifierTrainConfig:
     """Everything that defines a classifier run (written to config.json).
 
     ``pattern_labels``: the images whose pattern cross-entropy counts.
-    - "all": every image (the classifiers of sessions 12 and 16).
+    - "all": every image.
     - "off-heldout-looks" (default): not the images, in their own colours, of an object that shares
       shape and colour with a held-out object. Training holds, say, red spheres striped, dotted and
       two-tone but never plain ("a red plain sphere" is held out), so with these labels the pattern
@@ -185,7 +55,7 @@ class ClassifierTrainConfig:
     16 views of each of its 64 objects, traced in one chunk per shape: on an H200 a block of 1024
     renders takes about as long as one of 256 (0.97 s against 0.91 s). With a block every 60
     steps a 10000-step run sees 178,176 distinct renders (4 views per object, a block every 50
-    steps: 59,136) and takes about 7 minutes on one H200 (RESULTS, "Session 20").
+    steps: 59,136) and takes about 7 minutes on one H200 (benchmarks/RESULTS.md, "World classifier").
     """
 
     kind: str = KIND
@@ -294,7 +164,7 @@ class ClassifierTask:
     def build_model(self) -> nn.Module:
         return WorldClassifier(self.config.net)
 
-    def build_pool(self, device: torch.device) -> RenderPool:
+    def build_source(self, device: torch.device) -> RenderPool:
         return RenderPool(self.config.pool, 1, self.config.cameras.sample, device, objects=self.training_objects())
 
     def training_objects(self) -> list[WorldObject]:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from distill3d.diffusion.multiview_attention import multiview_attention_views, set_multiview_attention
 from distill3d.diffusion.schedule import NoiseSchedule
-from distill3d.diffusion.world_text_encoder import TextEncoderConfig, WorldTextEncoder
+from distill3d.world_models.text_encoder import TextEncoderConfig, WorldTextEncoder
 
 
 @dataclass
@@ -173,7 +173,7 @@ def camera_vectors(rays: Tensor, grid: int) -> Tensor:
     The rays of a pinhole camera are smooth over the image, so a coarse grid of them fixes the
     camera's pose and field of view: this is the camera, as MVDream's extrinsics are, in the form
     the rest of the network already reads. Added to a teacher trained without it, it gained
-    0.14 dB; the larger gain of that session came from the loss (benchmarks/RESULTS.md, session 13).
+    0.14 dB, against a larger gain from the loss weighting (``diffusion_loss``).
     """
     return F.adaptive_avg_pool2d(rays.float(), grid).flatten(1)
 

@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 
 from distill3d.devices import pick_device
-from distill3d.diffusion.train import Generators
-from distill3d.diffusion.world_networks import WorldMultiViewNet, WorldTextToImageNet, count_parameters
+from distill3d.random_streams import Generators
+from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet, count_parameters
 
 
 def _sync(device: torch.device) -> None:
@@ -49,7 +49,7 @@ def _training(task, device: torch.device, steps: int, pool_entries: int) -> dict
     config = task.config
     pool_cfg = replace(config.pool, size=max(pool_entries, config.pool.block_size))
     task.config = replace(config, pool=pool_cfg)
-    pool = task.build_pool(device)
+    pool = task.build_source(device)
     generators = Generators.seeded(0, 0, device)
     start = time.perf_counter()
     pool.fill(generators.data, progress=False)
@@ -92,8 +92,8 @@ def _denoise_times(teacher, make_inputs, device: torch.device, repeats: int, pre
 
 
 def benchmark_text_to_image(tiny: bool, device: torch.device) -> dict:
-    from distill3d.diffusion.train_text_to_image import TextToImageTask, TextToImageTrainConfig, tiny_config
-    from distill3d.diffusion.world_teachers import WorldTextToImageTeacher
+    from distill3d.world_models.text_to_image_training import TextToImageTask, TextToImageTrainConfig, tiny_config
+    from distill3d.world_models.teachers import WorldTextToImageTeacher
 
     config = tiny_config() if tiny else TextToImageTrainConfig()
     net = WorldTextToImageNet(config.net)
@@ -120,9 +120,9 @@ def benchmark_text_to_image(tiny: bool, device: torch.device) -> dict:
 
 
 def benchmark_multiview(tiny: bool, device: torch.device) -> dict:
-    from distill3d.diffusion.multiview_cameras import sample_multiview_groups, split_groups
-    from distill3d.diffusion.train_multiview import MultiViewTask, MultiViewTrainConfig, tiny_config
-    from distill3d.diffusion.world_teachers import WorldMultiViewTeacher
+    from distill3d.world_models.multiview_cameras import sample_multiview_groups, split_groups
+    from distill3d.world_models.multiview_training import MultiViewTask, MultiViewTrainConfig, tiny_config
+    from distill3d.world_models.teachers import WorldMultiViewTeacher
 
     config = tiny_config() if tiny else MultiViewTrainConfig()
     teacher = WorldMultiViewTeacher(WorldMultiViewNet(config.net), config, device=device)
@@ -150,7 +150,8 @@ def benchmark_multiview(tiny: bool, device: torch.device) -> dict:
 
 
 def benchmark_classifier(tiny: bool, device: torch.device) -> dict:
-    from distill3d.eval.classifier import ClassifierTask, ClassifierTrainConfig, WorldClassifier, tiny_config
+    from distill3d.world_models.classifier_training import ClassifierTask, ClassifierTrainConfig, tiny_config
+    from distill3d.world_models.classifier import WorldClassifier
 
     config = tiny_config() if tiny else ClassifierTrainConfig()
     model = WorldClassifier(config.net).to(device).eval()

@@ -1,0 +1,40 @@
+"""Lambertian shading of rendered albedo under a random light (DreamFusion / Magic3D's shading
+augmentation): albedo * (ambient + (1 - ambient) max(0, n . l))."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill3d.cameras import Cameras
+from distill3d.errors import UserError
+from distill3d.world.reference_render import AMBIENT
+
+
+@dataclass
+class ShadingConfig:
+    """How often renders are shaded, and how (density fields only: Gaussians carry no normals)."""
+
+    shaded_share: float = 0.8      # share of views shaded under a random light (Consistent3D Sec. B.1 ablation: 80%)
+    light_ambient: float = AMBIENT  # ambient term of the shading (the world's own, world/reference_render.py)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shaded_share <= 1.0:
+            raise UserError("--shaded-share must lie in [0, 1]")
+
+
+def sample_light_directions(cameras: Cameras, generator: torch.Generator) -> Tensor:
+    """[B, 3] unit light directions, uniform on the hemisphere on the camera's side of the object."""
+    d = F.normalize(torch.randn(len(cameras), 3, generator=generator), dim=-1).to(cameras.c2w)
+    towards_camera = F.normalize(cameras.centers, dim=-1)
+    flip = (d * towards_camera).sum(-1, keepdim=True) < 0
+    return torch.where(flip, -d, d)
+
+
+def lambertian(albedo_premultiplied: Tensor, normal: Tensor, light: Tensor, ambient: float) -> Tensor:
+    """albedo [B, H, W, 3] (times alpha) shaded by ambient + (1 - ambient) max(0, n . l); normal [B, H, W, 3], light [B, 3]."""
+    cos = (normal * light[:, None, None, :]).sum(-1, keepdim=True).clamp_min(0.0)
+    return albedo_premultiplied * (ambient + (1.0 - ambient) * cos)

@@ -1,0 +1,136 @@
+"""The one optimisation loop of per-scene methods (``distill3d fit``, ``distill3d text-to-3d``, ...).
+
+A method hands the loop a ``SceneJob``: the modules and optimiser to checkpoint, its step
+function ``step(i, timer) -> (loss, stats)`` and the extra state a resumed run needs (random
+generators, a fixed noise). The loop does the rest, the same way for every method:
+
+- resume: modules, optimiser, extra state, step count and elapsed time from the checkpoint;
+- a progress bar with the loss and the time left;
+- backward and the optimiser step;
+- an atomic checkpoint every ``checkpoint_every`` steps and at the end (``RunDir`` keeps the
+  one before, so a damaged file costs one interval);
+- a NaN guard: a loss that is not finite stops the run before the optimiser step, and
+  parameters that are not finite are never checkpointed, so the last checkpoint is good
+  (``NonFiniteLoss`` says which step and what to do);
+- ``finish_run`` writes summary.json and exports the asset (an export that fails is a warning:
+  the run itself is kept).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distill3d.errors import NonFiniteLoss, UserError
+from distill3d.training.run_dir import RunDir
+from distill3d.training.step_timer import StepTimer
+
+StepFn = Callable[[int, StepTimer], tuple[Tensor, dict[str, float]]]
+"""step(i, timer) -> (scalar loss, stats of the step); ``timer.lap(name)`` after each phase."""
+
+
+@dataclass
+class LoopConfig:
+    """How the shared optimisation loop checkpoints and measures a run."""
+
+    checkpoint_every: int = 500  # steps between atomic checkpoints (the last step is always saved)
+    profile: bool = False        # synchronise each step to split its time into phases (summary.json)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every <= 0:
+            raise UserError("--checkpoint-every must be positive")
+
+
+@dataclass
+class SceneJob:
+    """What a method hands to ``run_loop``."""
+
+    modules: dict[str, nn.Module]
+    optimizer: torch.optim.Optimizer
+    step: StepFn
+    state_tensors: Callable[[], dict[str, Tensor]] = dict  # extra state to checkpoint (generators, noise)
+    load_state_tensors: Callable[[dict[str, Tensor]], None] = lambda tensors: None
+
+
+@dataclass
+class LoopResult:
+    """Where the loop ended."""
+
+    step: int
+    seconds: float
+    loss: float | None
+    stats: dict[str, float] = field(default_factory=dict)
+    seconds_per_phase: dict[str, float] = field(default_factory=dict)  # with ``profile``
+
+
+def _parameters_finite(modules: dict[str, nn.Module]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for m in modules.values() for p in m.parameters())
+
+
+def run_loop(run: RunDir, job: SceneJob, *, steps: int, config: LoopConfig, resuming: bool,
+             device: torch.device, desc: str, progress: bool = True) -> LoopResult:
+    """Optimise ``job`` for ``steps`` steps in ``run`` (continuing its checkpoint when ``resuming``)."""
+    step, elapsed, loss_value, saved_step = 0, 0.0, None, 0
+    if resuming:
+        step, extra, tensors = run.load_checkpoint(job.modules, {"adam": job.optimizer}, device=device)
+        elapsed, loss_value, saved_step = float(extra.get("seconds", 0.0)), extra.get("loss"), step
+        job.load_state_tensors(tensors)
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter() - elapsed
+    stats: dict[str, float] = {}
+    timer = StepTimer(device, config.profile)
+
+    def stop(what: str) -> NonFiniteLoss:
+        bar.close()
+        kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was written"
+        return NonFiniteLoss(f"{what} at step {step + 1}; stopped before saving, so {kept} in {run.path}. "
+                             "A run resumes only with its own settings: start again in a new --out folder "
+                             "with lower learning rates or another --seed")
+
+    while step < steps:
+        timer.start()
+        loss, stats = job.step(step, timer)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise stop(f"the loss is {loss_value}")
+        job.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        job.optimizer.step()
+        timer.lap("backward")
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4g}")
+        if step % config.checkpoint_every == 0 or step == steps:
+            if not _parameters_finite(job.modules):
+                step -= 1
+                raise stop("the parameters are no longer finite")
+            run.save_checkpoint(step, job.modules, {"adam": job.optimizer}, extra_tensors=job.state_tensors(),
+                                extra={"seconds": time.perf_counter() - start, "loss": loss_value})
+            saved_step = step
+    bar.close()
+    return LoopResult(step=step, seconds=time.perf_counter() - start, loss=loss_value, stats=stats,
+                      seconds_per_phase=timer.means())
+
+
+def finish_run(run: RunDir, summary: dict, export: Callable[[], dict[str, Path]]) -> dict:
+    """Write summary.json, then the outputs of ``export`` (listed in the summary under ``outputs``).
+
+    An export that fails with a ``UserError`` (a field with no surface yet, say) is recorded and
+    printed as a warning: the run itself is kept.
+    """
+    run.write_summary(summary)
+    try:
+        summary["outputs"] = {k: str(v) for k, v in export().items()}
+    except UserError as err:
+        summary["outputs"] = {"error": str(err)}
+        print(f"distill3d: warning: export failed: {err}", file=sys.stderr)
+    run.write_summary(summary)
+    return summary
