@@ -15,8 +15,8 @@ import argparse
 import torch
 from bench_report import report
 
-from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 from distill3d.world.split import train_objects
+from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig, ViewCameras, repeat_shapes
 
 REPEATS = {"mug": 3, "house": 3}
 SETTINGS = ((4, 1 << 20), (16, 1 << 20), (16, 1 << 22), (8, 1 << 21))  # (views per object, rays per chunk)

@@ -22,11 +22,11 @@ import argparse
 import torch
 from bench_report import report
 
-from distill3d.world_models.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
 from distill3d.eval.view_ambiguity import across_cut, bucket_hidden, degrees_to_bucket_cut
 from distill3d.world import view_bucket_index
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+from distill3d.world_models.classifier import HEADS, WorldClassifier
 
 
 def main() -> None:

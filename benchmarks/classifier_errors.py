@@ -16,12 +16,12 @@ from collections import Counter
 import torch
 from bench_report import report
 
-from distill3d.world_models.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
 from distill3d.eval.view_ambiguity import degrees_to_bucket_cut
 from distill3d.world import view_bucket_index
 from distill3d.world.views import OVERHEAD_ELEVATION_DEG
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+from distill3d.world_models.classifier import HEADS, WorldClassifier
 
 
 def main() -> None:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from distill3d.world_models.teachers import WorldTextToImageTeacher
-from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.teacher_quality import save_grid
 from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.world import view_suffix
 from distill3d.world.split import heldout_objects
+from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
+from distill3d.world_models.teachers import WorldTextToImageTeacher
 
 
 def parse_setting(text: str) -> tuple[str, str, float, float, float | None]:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from distill3d.diffusion.parameterization import sigma_space_to_vp
-from distill3d.world_models.teachers import WorldTextToImageTeacher
-from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras
+from distill3d.diffusion.parameterization import sigma_space_to_vp
+from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
 from distill3d.world import VIEW_BUCKETS, view_suffix
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects
+from distill3d.world_models.teachers import WorldTextToImageTeacher
 
 
 def gradient_rms(teacher, images: torch.Tensor, cond, guidance: str, t: float, scale: float, seed: int) -> float:

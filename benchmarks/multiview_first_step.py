@@ -20,10 +20,10 @@ import argparse
 import torch
 from bench_report import report
 
+from distill3d.eval.teacher_quality import multiview_eval_groups, render_views, save_grid
+from distill3d.metrics import psnr
 from distill3d.world_models.multiview_cameras import split_groups
 from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
-from distill3d.metrics import psnr
-from distill3d.eval.teacher_quality import multiview_eval_groups, render_views, save_grid
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import torch
 from bench_report import report
 
 from distill3d.cameras import turned_about_up
+from distill3d.eval.teacher_quality import multiview_eval_groups_of_shapes, render_views
+from distill3d.metrics import psnr
 from distill3d.world_models.multiview_cameras import split_groups
 from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
-from distill3d.metrics import psnr
-from distill3d.eval.teacher_quality import multiview_eval_groups_of_shapes, render_views
 
 
 def main() -> None:

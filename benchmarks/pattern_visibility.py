@@ -21,10 +21,10 @@ import time
 import torch
 from bench_report import report
 
-from distill3d.world_models.classifier import HEADS, WorldClassifier
 from distill3d.eval.teacher_quality import _views, eval_objects, render_views
 from distill3d.eval.view_ambiguity import TWO_TONE, pattern_hidden
 from distill3d.world.vocabulary import PLAIN, SHAPES
+from distill3d.world_models.classifier import HEADS, WorldClassifier
 
 ELEVATION_BANDS = ((-10.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 90.0))  # degrees, [low, high)
 

@@ -23,11 +23,11 @@ class OrbitCameraConfig:
     cameras_per_step: int = 12     # cameras rendered per step (Sec. B.1: 12)
     resolution: int = 64           # render size in pixels (Sec. 4.3: 64x64 in the coarse stage)
     fovy_min: float = 30.0         # vertical field of view in degrees, uniform in [min, max] (Sec. B.1: 30-45)
-    fovy_max: float = 45.0
+    fovy_max: float = 45.0         # upper end of the field of view
     distance_min: float = 1.5      # camera distance from the origin, uniform in [min, max] (Sec. B.1: 1.5-2.0)
-    distance_max: float = 2.0
+    distance_max: float = 2.0      # upper end of the distance
     elevation_min: float = -10.0   # elevation in degrees, uniform in [min, max] (threestudio: -10 to 45)
-    elevation_max: float = 45.0
+    elevation_max: float = 45.0    # upper end of the elevation
 
     def __post_init__(self) -> None:
         if self.cameras_per_step <= 0 or self.resolution <= 0:

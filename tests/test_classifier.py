@@ -7,19 +7,19 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from distill3d.errors import UserError
+from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier_passed, eval_objects,
+                                            evaluate_classifier)
 from distill3d.model_folder import resolve_model_folder
 from distill3d.model_folder import save_weights
 from distill3d.random_streams import Generators
-from distill3d.errors import UserError
-from distill3d.world_models.classifier import DEFAULT_CLASSIFIER, HEADS, WorldClassifier, attribute_labels, has_front
-from distill3d.world_models.classifier_training import ClassifierTask, ClassifierTrainConfig, augment, classifier_loss, tiny_config
-from distill3d.world_models.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
-                                                allowed_permutations, looks_like_heldout, recolour)
-from distill3d.eval.teacher_quality import (bucket_misses_by_degrees, classifier_passed, eval_objects,
-                                            evaluate_classifier)
 from distill3d.training.run_dir import write_json_atomic
 from distill3d.world import COLOURS, PATTERNS, SHAPES, WorldObject, all_objects, heldout_objects
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+from distill3d.world_models.classifier import DEFAULT_CLASSIFIER, HEADS, WorldClassifier, attribute_labels, has_front
+from distill3d.world_models.classifier_recolour import (CHANNEL_PERMUTATIONS, LOOKALIKE_DISTANCE,
+                                                allowed_permutations, looks_like_heldout, recolour)
+from distill3d.world_models.classifier_training import ClassifierTask, ClassifierTrainConfig, augment, classifier_loss, tiny_config
 
 
 def test_attribute_labels_invert_the_object_index():

@@ -7,12 +7,12 @@ import torch
 from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
 from distill3d.random_streams import Generators
-from distill3d.world_models.classifier_training import ClassifierTask, tiny_config
+from distill3d.world import COLOURS, WorldObject, all_objects, heldout_objects
+from distill3d.world.reference_render import render_reference
 from distill3d.world_models.classifier_colour_mix import (ColourTable, allowed_targets, is_grey, mix_colours, mixing_matrices,
                                                   random_targets)
 from distill3d.world_models.classifier_recolour import LOOKALIKE_DISTANCE
-from distill3d.world import COLOURS, WorldObject, all_objects, heldout_objects
-from distill3d.world.reference_render import render_reference
+from distill3d.world_models.classifier_training import ClassifierTask, tiny_config
 
 
 def _renders(obj: WorldObject) -> torch.Tensor:

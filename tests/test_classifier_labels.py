@@ -6,9 +6,9 @@ import torch
 
 from distill3d.cli import main
 from distill3d.random_streams import Generators
+from distill3d.world import WorldObject, all_objects, heldout_objects
 from distill3d.world_models.classifier import HEADS
 from distill3d.world_models.classifier_training import ClassifierTask, classifier_loss, heldout_looks, pattern_known, tiny_config
-from distill3d.world import WorldObject, all_objects, heldout_objects
 
 
 def test_heldout_looks_mark_every_object_sharing_shape_and_colour_with_a_heldout_one():

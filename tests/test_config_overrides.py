@@ -8,8 +8,8 @@ import pytest
 from distill3d import __version__
 from distill3d.cli import main
 from distill3d.cli.config_overrides import apply_overrides
-from distill3d.world_models import text_to_image_training as train_text_to_image
 from distill3d.errors import UserError
+from distill3d.world_models import text_to_image_training as train_text_to_image
 from distill3d.world_models.classifier_training import ClassifierTrainConfig, tiny_config
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from distill3d.diffusion.cuda_graph import GraphedForward
-from distill3d.world_models.text_to_image_training import tiny_config
 from distill3d.world_models.networks import WorldTextToImageNet
 from distill3d.world_models.teachers import WorldTextToImageTeacher
+from distill3d.world_models.text_to_image_training import tiny_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

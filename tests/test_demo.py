@@ -17,6 +17,13 @@ def test_demo_runs_text_to_3d_and_says_where_the_outputs_are(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["prompt"] == "an orange striped sphere" and summary["steps"] == 2 and summary["guidance"] == "sds"
     assert "R-precision" in printed
+    demo = json.loads((out / "summary.json").read_text())  # the scores, saved with what they mean
+    assert set(demo["scores"]) == set(demo["what_the_scores_mean"]) >= {"r_precision", "shape_accuracy", "mask_iou"}
+    assert all(0.0 <= demo["scores"][k] <= 1.0 for k in ("r_precision", "shape_accuracy", "mask_iou"))
+    assert f"r_precision = {demo['scores']['r_precision']:.3f}" in printed
+    assert json.loads((out / "config.json").read_text())["method"] == "demo"
+    assert main(["export", str(out), "--format", "gif", "--to", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "turntable.gif").is_file()  # export reads the run the demo holds
 
 
 def test_demo_refuses_a_non_empty_folder_and_a_bad_prompt(tmp_path, capsys):

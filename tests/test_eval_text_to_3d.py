@@ -11,10 +11,10 @@ from tiny_configs import tiny_text_to_3d
 from distill3d.cameras import Cameras, position_to_spherical
 from distill3d.cli import main
 from distill3d.errors import UserError
-from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
 from distill3d.eval.text_to_3d import TextTo3DEvalConfig, eval_cameras, evaluate_run, evaluate_scene
 from distill3d.methods.consistent3d import text_to_3d
 from distill3d.world import all_objects, is_heldout, parse_prompt, render_reference
+from distill3d.world_models.classifier import HEADS, WorldClassifier, prompt_scores
 
 MUG = parse_prompt("a blue checkered mug")[0]  # held out; its handle (+Y) tells the turn
 SMALL = TextTo3DEvalConfig(num_views=12, resolution=32, batch_size=6)

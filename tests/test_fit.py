@@ -9,10 +9,10 @@ import trimesh
 from distill3d.cli import main
 from distill3d.data.multiview import MultiviewDataset
 from distill3d.data.world_datasets import write_world_dataset
-from distill3d.metrics import psnr
 from distill3d.export.ply import read_gaussians_ply
 from distill3d.export.scene import ExportConfig
 from distill3d.methods.fit import FitConfig, fit
+from distill3d.metrics import psnr
 from distill3d.scene.factory import GaussianInitConfig, SceneConfig, SceneOptimConfig
 from distill3d.scene.hash_grid import HashGridConfig
 from distill3d.scene.voxel_grid import VoxelGridConfig
@@ -87,7 +87,7 @@ def test_resume_continues_to_the_same_result(data, tmp_path):
 def test_cli_fit_export_and_user_errors(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["fit", str(data), "--representation", "voxels", "--steps", "3", "--scene.voxels.resolution", "8",
-                 "--feature-dim", "4", "--num-samples", "8", "--heldout-views", "4", "--turntable-frames", "0",
+                 "--scene.voxels.feature-dim", "4", "--num-samples", "8", "--heldout-views", "4", "--turntable-frames", "0",
                  "--out", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["heldout_views"] == 4

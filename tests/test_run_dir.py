@@ -8,9 +8,9 @@ import torch
 import trimesh
 
 from distill3d.errors import UserError
-from distill3d.metrics import mask_iou, psnr, ssim
 from distill3d.export.mesh import write_mesh
 from distill3d.export.video import write_video
+from distill3d.metrics import mask_iou, psnr, ssim
 from distill3d.training.run_dir import RunDir
 
 

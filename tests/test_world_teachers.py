@@ -10,26 +10,26 @@ from safetensors.torch import load_file
 
 from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
-from distill3d.world_models.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
-                                                   sample_multiview_groups, split_groups)
 from distill3d.diffusion.teacher import Teacher
 from distill3d.diffusion.training_loss import diffusion_loss
+from distill3d.errors import UserError
+from distill3d.eval.teacher_quality import evaluate_text_to_image, figures_per_shape
 from distill3d.model_folder import load_weights, save_weights
 from distill3d.optim import OptimConfig, lr_at
 from distill3d.training.network_trainer import RunOptions, run_training
+from distill3d.training.run_dir import write_json_atomic
+from distill3d.world import VIEW_BUCKETS, all_objects, render_reference, view_bucket_index
+from distill3d.world.prompts import WorldObject
+from distill3d.world_models.classifier import WorldClassifier
+from distill3d.world_models.classifier_training import tiny_config as tiny_classifier
+from distill3d.world_models.multiview_cameras import (MultiViewGroupCameras, multiview_rays, relative_cameras,
+                                                   sample_multiview_groups, split_groups)
 from distill3d.world_models.multiview_training import MultiViewTask, tiny_config as tiny_multiview
-from distill3d.world_models.text_to_image_training import TextToImageTask, tiny_config as tiny_text_to_image
 from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet, camera_vectors
 from distill3d.world_models.teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
 from distill3d.world_models.text_encoder import (NULL_TOKEN, TOKEN_ID, TextEncoderConfig, WorldTextEncoder,
                                                     object_tokens, tokenize_prompts, tokens_from_labels)
-from distill3d.errors import UserError
-from distill3d.world_models.classifier import WorldClassifier
-from distill3d.world_models.classifier_training import tiny_config as tiny_classifier
-from distill3d.eval.teacher_quality import evaluate_text_to_image, figures_per_shape
-from distill3d.training.run_dir import write_json_atomic
-from distill3d.world.prompts import WorldObject
-from distill3d.world import VIEW_BUCKETS, all_objects, render_reference, view_bucket_index
+from distill3d.world_models.text_to_image_training import TextToImageTask, tiny_config as tiny_text_to_image
 
 
 def _folder(tmp_path, name, net, config, dtype=torch.float16):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from distill3d.data.kinds import KINDS
 from distill3d.data.layout import REPORT_FILE
-from distill3d.data.meshes import UP_AXES
 from distill3d.data.mesh_datasets import DEFAULT_VIEWS, write_mesh_dataset
+from distill3d.data.meshes import UP_AXES
 from distill3d.data.shards import DEFAULT_SHARD_SIZE
 
 

@@ -2,8 +2,8 @@
 
 ``add_config_options(parser, Consistent3DConfig)`` adds ``--steps``, ``--seed``, ... for the
 top-level fields and ``--scene.representation``, ``--cds.t-max``, ... for the fields of nested
-configs, one argument group per nested config. A nested field whose name no other field shares
-also answers to its short name (``--representation``). The help of each option is the field's
+configs, one argument group per nested config. A field of a config nested one level deep whose
+name no other field shares also answers to its short name (``--representation``). The help of each option is the field's
 documentation (``distill3d.configs.field_docs``) and its default as the method sets it;
 ``Literal`` fields become choices, ``bool`` fields ``--flag / --no-flag``, ``T | None`` fields
 take ``none``. ``config_from_args`` builds the config back from what was given on the command
@@ -21,6 +21,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from distill3d.configs import config_from_dict, config_to_dict, field_docs
 from distill3d.errors import UserError
+
+
+METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
 @dataclasses.dataclass
@@ -85,20 +88,20 @@ def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, sk
             owner = _owner(hints, group_path)
             groups[group_path] = parser.add_argument_group(title, _first_line(owner.__doc__) if group_path else None)
         names = ["--" + ".".join(p.replace("_", "-") for p in leaf.path)]
-        if len(leaf.path) > 1 and counts[leaf.path[-1]] == 1:
+        if len(leaf.path) == 2 and counts[leaf.path[-1]] == 1:
             names.append("--" + leaf.path[-1].replace("_", "-"))
         shown = "" if leaf.default is None or leaf.default is dataclasses.MISSING else f" (default: {_show(leaf.default)})"
         kwargs: dict[str, Any] = {"dest": ".".join(leaf.path), "default": argparse.SUPPRESS,
-                                  "help": (leaf.doc + shown).strip() or None}
+                                  "help": (leaf.doc + shown).strip().replace("%", "%%") or None}
         hint, optional = leaf.hint, _optional_of(leaf.hint)
         if get_origin(hint) is Literal:
             kwargs.update(choices=list(get_args(hint)), type=type(get_args(hint)[0]))
         elif hint is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif hint in (int, float, str):
-            kwargs.update(type=hint)
+            kwargs.update(type=hint, metavar=METAVARS[hint])
         elif optional in (int, float, str):
-            kwargs.update(type=_read(optional), metavar=optional.__name__.upper())
+            kwargs.update(type=_read(optional), metavar=METAVARS[optional])
         else:
             raise TypeError(f"{'.'.join(leaf.path)}: fields of type {hint} cannot be set on the command line")
         groups[group_path].add_argument(*names, **kwargs)

@@ -12,7 +12,7 @@ from distill3d.cli.dataclass_args import add_config_options, config_from_args
 def register(commands, help_text: str) -> None:
     from distill3d.methods.fit import FitConfig
 
-    p = commands.add_parser("fit", help=help_text,
+    p = commands.add_parser("fit", help=help_text, usage="distill3d fit DATA --out RUN [options]",
                             description="Fit a 3D representation to the posed images of a multi-view data set; "
                                         "writes checkpoints, summary.json (held-out PSNR/SSIM), the asset and "
                                         "a turntable into --out.")

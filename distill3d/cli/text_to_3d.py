@@ -12,7 +12,7 @@ from distill3d.cli.dataclass_args import add_config_options, config_from_args
 def register(commands, help_text: str) -> None:
     from distill3d.methods.consistent3d import Consistent3DConfig
 
-    p = commands.add_parser("text-to-3d", help=help_text,
+    p = commands.add_parser("text-to-3d", help=help_text, usage="distill3d text-to-3d PROMPT --out RUN [options]",
                             description="Consistent3D text-to-3D (coarse stage): CDS or SDS guidance from the "
                                         "world teacher or a Stable Diffusion folder; writes config.json, "
                                         "checkpoints, summary.json, the asset (mesh.glb or gaussians.ply) and "

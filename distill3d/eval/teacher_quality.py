@@ -31,17 +31,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distill3d.cameras import Cameras
-from distill3d.world_models.multiview_cameras import sample_multiview_groups, split_groups
-from distill3d.world_models.render_pool import ViewCameras
-from distill3d.world_models.teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
-from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier
-from distill3d.metrics import psnr, ssim
 from distill3d.eval.view_ambiguity import BUCKET_MARGIN_DEG, bucket_hidden, degrees_to_bucket_cut, pattern_hidden
+from distill3d.metrics import psnr, ssim
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects
 from distill3d.world.views import view_bucket_index, view_prompt
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
+from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier
+from distill3d.world_models.multiview_cameras import sample_multiview_groups, split_groups
+from distill3d.world_models.render_pool import ViewCameras
+from distill3d.world_models.teachers import WorldMultiViewTeacher, WorldTextToImageTeacher
 
 EVAL_VIEWS = ViewCameras(distance_range=(2.0, 3.0), fovy_range=(35.0, 45.0))
 """Cameras of the evaluations: the training elevations, distances at which objects are framed."""

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.errors import UserError
-from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier, prompt_scores
 from distill3d.metrics import mask_iou, psnr
 from distill3d.render.scene import render_scene
 from distill3d.render_output import RenderOutput
@@ -36,6 +35,7 @@ from distill3d.training.run_dir import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAM
 from distill3d.training.run_scene import load_run_scene
 from distill3d.world.prompts import WorldObject, all_objects, parse_prompt
 from distill3d.world.reference_render import render_reference
+from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier, prompt_scores
 
 RenderFn = Callable[[Cameras], RenderOutput]
 METRICS = ("r_precision", "shape_accuracy", "colour_accuracy", "pattern_accuracy", "mask_iou", "psnr",

@@ -9,8 +9,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.atomic_files import output_with_temporary
+from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.render_output import RenderOutput
 
 VIDEO_FORMATS = ("mp4", "gif")

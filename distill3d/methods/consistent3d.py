@@ -62,7 +62,7 @@ class Consistent3DConfig:
     guidance: Literal["cds", "sds"] = "cds"  # cds: Consistent3D's CDS; sds: DreamFusion's SDS baseline
     teacher: str = WORLD_TEACHER             # world (the shipped 64x64 teacher), a world model folder or a diffusers folder
     steps: int | None = None                 # run length N (Eq. 12); default by representation: nerf 10000, gaussians 2000
-    seed: int = 0
+    seed: int = 0                            # seed of the scene's start, the cameras, lights and noise
     device: str = "auto"                     # auto: cuda when available, else cpu
     scene: SceneConfig = field(default_factory=lambda: SceneConfig(representation="nerf", num_samples=64))
     cameras: OrbitCameraConfig = field(default_factory=OrbitCameraConfig)

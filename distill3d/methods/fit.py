@@ -40,7 +40,7 @@ class FitConfig:
     heldout_views: int = 8                   # the last frames of the sequence, never trained on, scored at the end
     steps: int = 2000                        # optimisation steps
     views_per_step: int = 4                  # training views rendered per step
-    seed: int = 0
+    seed: int = 0                            # seed of the scene's start and of the views picked each step
     device: str = "auto"                     # auto: cuda when available, else cpu
     background: float = 1.0                  # background grey level (world data sets are rendered on white)
     alpha_weight: float = 0.1                # weight of the mask (alpha) MSE beside the colour MSE
@@ -96,8 +96,9 @@ def evaluate(scene: Scene, images: torch.Tensor, cameras: Cameras, background: f
 
 def fit(config: FitConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run a reconstruction into ``out_dir``; returns the summary (also written to summary.json)."""
-    train_images, train_cams, test_images, test_cams, label = load_views(config)
     run = RunDir(out_dir)
+    run.check(method=METHOD, resume=resume)  # the folder, then the data, before anything is written
+    train_images, train_cams, test_images, test_cams, label = load_views(config)
     resuming = run.prepare(config, method=METHOD, resume=resume)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)

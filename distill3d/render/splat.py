@@ -14,8 +14,8 @@ import torch
 
 from distill3d.cameras import Cameras
 from distill3d.errors import UserError
-from distill3d.render_output import RenderOutput
 from distill3d.render.splat_torch import rasterization_torch
+from distill3d.render_output import RenderOutput
 from distill3d.scene.gaussians import Gaussians
 
 __all__ = ["render_gaussians", "gsplat_available", "resolve_backend", "BACKENDS"]

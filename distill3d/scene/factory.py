@@ -62,7 +62,7 @@ class SceneOptimConfig:
     grid_lr: float = 1e-2            # voxel features / hash table
     mlp_lr: float = 1e-3             # the fields' MLPs
     gaussian_lr_scale: float = 1.0   # multiplies the 3DGS learning rates of the Gaussians' six tensors
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0        # Adam's L2 weight decay
 
 
 @dataclass

@@ -42,17 +42,17 @@ class HashGridConfig:
     scene scale). Far too heavy for CPU: use ``HashGridConfig.small()`` there.
     """
 
-    num_levels: int = 16              # L (threestudio, Instant-NGP)
-    features_per_level: int = 2       # F (threestudio, Instant-NGP)
-    log2_table_size: int = 19         # log2 T (threestudio; Instant-NGP uses 14..24)
-    base_resolution: int = 16         # N_min (threestudio, Instant-NGP)
-    max_resolution: int = 4096        # N_max: threestudio's per_level_scale 1.4473 over 16 levels
+    num_levels: int = 16              # hash-grid levels L (threestudio, Instant-NGP)
+    features_per_level: int = 2       # features per level F (threestudio, Instant-NGP)
+    log2_table_size: int = 19         # log2 of the entries T per level (threestudio; Instant-NGP uses 14..24)
+    base_resolution: int = 16         # grid size of the coarsest level N_min (threestudio, Instant-NGP)
+    max_resolution: int = 4096        # grid size of the finest level N_max (threestudio: growth 1.4473 over 16 levels)
     hidden_dim: int = 64              # MLP width (threestudio VanillaMLP)
-    num_hidden_layers: int = 1        # (threestudio VanillaMLP)
+    num_hidden_layers: int = 1        # hidden layers of the MLPs (threestudio VanillaMLP)
     bound: float = 1.0                # the field lives in [-b, b]^3
-    density_blob_scale: float = 10.0  # threestudio blob_magic3d
-    density_blob_radius: float = 0.5  # threestudio's density_blob_std (used as a radius)
-    init_range: float = 1e-4          # table entries ~ U(-r, r) (Instant-NGP)
+    density_blob_scale: float = 10.0  # peak of the initial density blob (threestudio blob_magic3d)
+    density_blob_radius: float = 0.5  # radius of the blob (threestudio's density_blob_std, used as a radius)
+    init_range: float = 1e-4          # table entries start ~ U(-r, r) (Instant-NGP)
 
     def __post_init__(self) -> None:
         if self.num_levels < 1 or self.features_per_level < 1:

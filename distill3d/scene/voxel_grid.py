@@ -34,8 +34,8 @@ __all__ = ["VoxelGridConfig", "VoxelDecoder", "VoxelRadianceField", "trilinear_s
 class VoxelGridConfig:
     """Grid size, extent and decoder of a ``VoxelRadianceField``."""
 
-    resolution: int = 32          # S; HoloDiffusion code default (HoloFusion gives none)
-    feature_dim: int = 64         # d; HoloDiffusion released configs
+    resolution: int = 32          # voxels per side S (HoloDiffusion's code default; HoloFusion gives none)
+    feature_dim: int = 64         # features per voxel d (HoloDiffusion's released configs)
     bound: float = 1.0            # b: the grid covers [-b, b]^3 (world objects lie within ~0.9)
     hidden_dim: int = 64          # width of the decoder M_eta
     num_hidden_layers: int = 2    # hidden layers of M_eta

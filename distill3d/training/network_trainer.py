@@ -215,8 +215,8 @@ def run_training(task: TrainingTask, options: RunOptions) -> dict:
         if bad.item() > 0:
             bar.close()
             raise NonFiniteLoss(f"the loss was not finite by step {at_step}; stopped without saving, so "
-                                f"{run.path} keeps its last good checkpoint. Lower --lr (or raise --warmup-steps) "
-                                "and continue with --resume")
+                                f"{run.path} keeps its last good checkpoint and weights. A run resumes only with "
+                                f"its own settings: start a new --out with a lower --lr and --init-from {run.path}")
 
     def save(at_step: int) -> float:
         check_finite(at_step)

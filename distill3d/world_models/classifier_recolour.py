@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from distill3d.world_models.classifier_colour_mix import LOOKALIKE_DISTANCE, ColourTable, allowed_targets
 from distill3d.world.prompts import WorldObject
+from distill3d.world_models.classifier_colour_mix import LOOKALIKE_DISTANCE, ColourTable, allowed_targets
 
 CHANNEL_PERMUTATIONS: tuple[tuple[int, int, int], ...] = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 """The five non-identity orders of the R, G, B channels."""

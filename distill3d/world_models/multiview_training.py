@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from distill3d.world_models.multiview_cameras import (CAMERA_FRAMES, MultiViewGroupCameras, multiview_rays,
-                                                   sample_multiview_groups)
 from distill3d.diffusion.training_loss import diffusion_loss
 from distill3d.optim import OptimConfig
 from distill3d.random_streams import Generators
+from distill3d.world_models.multiview_cameras import (CAMERA_FRAMES, MultiViewGroupCameras, multiview_rays,
+                                                   sample_multiview_groups)
 from distill3d.world_models.networks import MultiViewNetConfig, ScheduleConfig, UNetConfig, WorldMultiViewNet
 from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig
 

@@ -31,8 +31,8 @@ from distill3d.cameras import Cameras, orbit_cameras, sample_orbit_cameras
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import train_objects
-from distill3d.world.vocabulary import SHAPES
 from distill3d.world.views import view_bucket_index
+from distill3d.world.vocabulary import SHAPES
 
 
 @dataclass

@@ -27,19 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill3d.cameras import Cameras
+from distill3d.configs import config_from_dict
 from distill3d.devices import pick_device
 from distill3d.diffusion.cuda_graph import GraphedForward
 from distill3d.diffusion.guidance_cfg import apply_cfg
-from distill3d.configs import config_from_dict
-from distill3d.model_folder import WEIGHTS_FILE, load_weights, resolve_model_folder
-from distill3d.world_models.multiview_cameras import multiview_rays
 from distill3d.diffusion.parameterization import x0_and_eps
 from distill3d.diffusion.samplers import ddim_sample
 from distill3d.diffusion.teacher import DenoiseOutput, PixelTeacher, batch_timesteps
-from distill3d.world_models.multiview_training import KIND as MULTIVIEW_KIND, MultiViewTrainConfig
-from distill3d.world_models.text_to_image_training import KIND as TEXT_TO_IMAGE_KIND, TextToImageTrainConfig
-from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet
 from distill3d.errors import UserError
+from distill3d.model_folder import WEIGHTS_FILE, load_weights, resolve_model_folder
+from distill3d.world_models.multiview_cameras import multiview_rays
+from distill3d.world_models.multiview_training import KIND as MULTIVIEW_KIND, MultiViewTrainConfig
+from distill3d.world_models.networks import WorldMultiViewNet, WorldTextToImageNet
+from distill3d.world_models.text_to_image_training import KIND as TEXT_TO_IMAGE_KIND, TextToImageTrainConfig
 
 DEFAULT_TEXT_TO_IMAGE = "world-text-to-image"
 DEFAULT_MULTIVIEW = "world-multiview"
