@@ -16,6 +16,7 @@ which ``distill3d export`` reads like the run it holds.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -63,12 +64,19 @@ def prepare_out(args: argparse.Namespace, settings: dict) -> Path:
     from distill3d.atomic_files import write_json_atomic
 
     out: Path = args.out
+    config = {"method": "demo", "distill3d_version": __version__, **settings}
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give --out a folder for the demo")
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise UserError(f"{out} is not empty; pass --resume to continue the demo there or choose another --out")
+    if args.resume and (out / "config.json").is_file():
+        old = json.loads((out / "config.json").read_text())
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        if changed:
+            raise UserError(f"cannot resume the demo in {out} with other settings ({', '.join(changed)}); "
+                            "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", {"method": "demo", "distill3d_version": __version__, **settings})
+    write_json_atomic(out / "config.json", config)
     return out
 
 

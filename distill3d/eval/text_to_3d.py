@@ -146,8 +146,10 @@ def check_run_folder(run_dir: str | Path) -> RunDir:
     if missing:
         raise UserError(f"{path} is not a finished text-to-3d run: no {', '.join(missing)}")
     run = RunDir(path)
-    if run.method() != TEXT_TO_3D:
-        raise UserError(f"{path} is a `distill3d {run.method()}` run, not a text-to-3d run")
+    method = run.method()
+    if method != TEXT_TO_3D:
+        made_by = f"a `distill3d {method}` run" if method else "a run of an older distill3d (no method in config.json)"
+        raise UserError(f"{path} is {made_by}, not a text-to-3d run")
     return run
 
 
