@@ -8,9 +8,7 @@ the reference after the best rotation about the up axis).
         --steps 500 --prompts 16 --workers 8
 
 Runs are spread over ``--workers`` processes, round-robin over ``--gpus`` GPUs. Processes on
-one GPU are time-sliced, so the gain is modest once the teacher runs from CUDA graphs: on an
-H100, 8 CDS workers took 142 s for their 1000-step runs, where one after another (24 ms per
-step alone) would take about 200 s (benchmarks/RESULTS.md). A finished run keeps its metrics
+one GPU are time-sliced, so the gain is modest once the teacher runs from CUDA graphs. A finished run keeps its metrics
 JSON, so the command can be repeated to finish an interrupted table. ``--strips K`` writes an
 8-view PNG strip and a 48-frame turntable (turntable.npz, uint8 [48, 128, 128, 3]) of the first K
 prompts of every row; ``benchmarks/turntable_sheet.py`` puts the turntables side by side.

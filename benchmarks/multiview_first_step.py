@@ -8,7 +8,7 @@ teacher's x0 prediction (guidance 1) is compared with them by PSNR. At t = 999, 
 noise for the cosine schedule, so the prediction is the teacher's whole guess from the input
 view and the cameras; the first step of 50-step DDIM starts from that guess, and it fixes the
 pose and layout of what the sampler draws. A teacher that was never taught at those
-timesteps gives a noisy guess there (benchmarks/RESULTS.md, session 13).
+timesteps gives a noisy guess there (benchmarks/RESULTS.md, "World multi-view teacher").
 
 ``--samples`` writes one row per group: the input view, the predictions at each timestep,
 and the references.

@@ -26,7 +26,7 @@ rotation relative to the input). By default the targets keep the input camera's 
 fovy (``targets_share_input_framing``), as ImageDream renders its views at one fixed distance
 and field of view: the object then has the same size in every view, and the teacher only has
 to turn it. With independent target distances a first teacher (2101 steps) copied the input's
-framing into every target (11.6 dB, benchmarks/RESULTS.md).
+framing into every target (11.6 dB PSNR).
 """
 
 from __future__ import annotations
