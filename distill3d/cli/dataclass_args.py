@@ -71,10 +71,6 @@ def _read(kind: type):
     return read
 
 
-def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
 def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, skip: set[str] = frozenset()) -> None:
     """Options for every field of ``config_type`` but the top-level fields in ``skip``."""
     leaves = [leaf for leaf in _leaves(config_type) if leaf.path[0] not in skip]
@@ -90,7 +86,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, sk
         names = ["--" + ".".join(p.replace("_", "-") for p in leaf.path)]
         if len(leaf.path) == 2 and counts[leaf.path[-1]] == 1:
             names.append("--" + leaf.path[-1].replace("_", "-"))
-        shown = "" if leaf.default is None or leaf.default is dataclasses.MISSING else f" (default: {_show(leaf.default)})"
+        unset = leaf.default is None or leaf.default is dataclasses.MISSING
+        shown = "" if unset else f" (default: {leaf.default})"
         kwargs: dict[str, Any] = {"dest": ".".join(leaf.path), "default": argparse.SUPPRESS,
                                   "help": (leaf.doc + shown).strip().replace("%", "%%") or None}
         hint, optional = leaf.hint, _optional_of(leaf.hint)

@@ -188,9 +188,9 @@ def _train(args: argparse.Namespace) -> int:
             except ValueError as error:
                 raise UserError(f"--{name.replace('_', '-')}: {error}") from None
     config = apply_overrides(config, args.overrides)
-    options = RunOptions(out=args.out, method=f"teacher train {args.model}", resume=args.resume, max_minutes=args.max_minutes, device=args.device,
-                         export_to=args.export_to, init_from=args.init_from, log_every=args.log_every,
-                         compile=args.compile)
+    options = RunOptions(out=args.out, method=f"teacher train {args.model}", resume=args.resume,
+                         max_minutes=args.max_minutes, device=args.device, export_to=args.export_to,
+                         init_from=args.init_from, log_every=args.log_every, compile=args.compile)
     try:
         task = task_cls(config)
     except ValueError as error:  # settings that each read well but do not fit together
@@ -273,10 +273,10 @@ def _sample_multiview(args: argparse.Namespace) -> int:
     import torch
 
     from distill3d.cameras import orbit_cameras
-    from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
     from distill3d.eval.teacher_quality import save_grid
     from distill3d.world.prompts import parse_prompt
     from distill3d.world.reference_render import render_reference
+    from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 
     _png(args.out)
     _at_least_one(args, "steps")

@@ -82,8 +82,8 @@ class CDSConfig:
     t_min: float = 0.1  # t2 at the end (Eq. 12; Sec. 4.3 coarse stage, refinement: 0.02)
     gap_min: float = 0.1  # delta: t1 - t2 >= delta (Sec. 4.3, both stages)
     gap_max: float = 0.2  # Delta: t1 - t2 <= Delta (Sec. 4.3 coarse stage; refinement: 0.1)
-    cfg_start: float = 50.0  # classifier-free guidance scale at the start (Sec. B.1: 50, decreased linearly ...)
-    cfg_end: float = 20.0  # ... to 20 at the end of the run (Sec. B.1)
+    cfg_start: float = 50.0  # classifier-free guidance scale at the start (Sec. B.1: 50, decreased linearly)
+    cfg_end: float = 20.0  # classifier-free guidance scale at the end of the run (Sec. B.1: 20)
     cfg_form: CfgForm = "standard"  # paper: uncond + s (cond - uncond); "code": cond + s (cond - uncond)
     weighting: CdsWeighting = "one_minus_alpha_bar"  # w(t) = 1 - abar_t as DreamFusion (module docstring)
     weight_by: Literal["t2", "t1"] = "t2"  # Eq. 10 writes lambda(t2); the public code weights by t1

@@ -15,9 +15,10 @@ from distill3d.guidance.timestep_schedules import linear_anneal
 class FieldRegularisers:
     """Weights of the regularisers of a density field (Consistent3D names them without weights)."""
 
-    orient_weight_start: float = 10.0    # orientation-loss weight at step 0 (threestudio lambda_orient [0, 10, 1000, 5000])
-    orient_weight_end: float = 1000.0    # ... rising linearly to this ...
-    orient_ramp_steps: int = 5000        # ... over this many steps
+    # orientation-loss weight at step 0 (threestudio's lambda_orient ramp [0, 10, 1000, 5000])
+    orient_weight_start: float = 10.0
+    orient_weight_end: float = 1000.0    # orientation-loss weight reached, linearly, at orient_ramp_steps
+    orient_ramp_steps: int = 5000        # length of that linear ramp in steps
     normal_smooth_weight: float = 1000.0  # weight of the 2D normal smoothness (our choice; no paper value)
 
     def orientation_weight(self, step: int) -> float:

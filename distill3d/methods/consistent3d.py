@@ -33,7 +33,8 @@ from distill3d.guidance.regularisers import FieldRegularisers, normal_smoothness
 from distill3d.render.scene import render_scene
 from distill3d.render.shading import ShadingConfig, lambertian, sample_light_directions
 from distill3d.render.volume import render_volume_with_extras
-from distill3d.scene.factory import Scene, SceneConfig, SceneOptimConfig, build_scene, scene_like_checkpoint, scene_optimizer
+from distill3d.scene.factory import (Scene, SceneConfig, SceneOptimConfig, build_scene, scene_like_checkpoint,
+                                     scene_optimizer)
 from distill3d.teacher_loading import WORLD_TEACHER, check_prompt, load_teacher
 from distill3d.training.run_dir import RunDir
 from distill3d.training.scene_loop import LoopConfig, SceneJob, finish_run, run_loop
@@ -60,8 +61,8 @@ class Consistent3DConfig:
     """
 
     guidance: Literal["cds", "sds"] = "cds"  # cds: Consistent3D's CDS; sds: DreamFusion's SDS baseline
-    teacher: str = WORLD_TEACHER             # world (the shipped 64x64 teacher), a world model folder or a diffusers folder
-    steps: int | None = None                 # run length N (Eq. 12); default by representation: nerf 10000, gaussians 2000
+    teacher: str = WORLD_TEACHER             # world (the shipped 64x64 teacher), a world model or diffusers folder
+    steps: int | None = None                 # run length N (Eq. 12); by representation: nerf 10000, gaussians 2000
     seed: int = 0                            # seed of the scene's start, the cameras, lights and noise
     device: str = "auto"                     # auto: cuda when available, else cpu
     scene: SceneConfig = field(default_factory=lambda: SceneConfig(representation="nerf", num_samples=64))

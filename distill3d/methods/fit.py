@@ -22,7 +22,8 @@ from distill3d.errors import UserError
 from distill3d.export.scene import ExportConfig, export_scene
 from distill3d.metrics import mask_iou, psnr, ssim
 from distill3d.render.scene import render_scene
-from distill3d.scene.factory import Scene, SceneConfig, SceneOptimConfig, build_scene, scene_like_checkpoint, scene_optimizer
+from distill3d.scene.factory import (Scene, SceneConfig, SceneOptimConfig, build_scene, scene_like_checkpoint,
+                                     scene_optimizer)
 from distill3d.scene.hash_grid import HashGridConfig
 from distill3d.scene.voxel_grid import VoxelGridConfig
 from distill3d.training.run_dir import RunDir

@@ -35,6 +35,8 @@ def sample_light_directions(cameras: Cameras, generator: torch.Generator) -> Ten
 
 
 def lambertian(albedo_premultiplied: Tensor, normal: Tensor, light: Tensor, ambient: float) -> Tensor:
-    """albedo [B, H, W, 3] (times alpha) shaded by ambient + (1 - ambient) max(0, n . l); normal [B, H, W, 3], light [B, 3]."""
+    """albedo [B, H, W, 3] (times alpha) shaded by ambient + (1 - ambient) max(0, n . l).
+
+    normal [B, H, W, 3], light [B, 3]."""
     cos = (normal * light[:, None, None, :]).sum(-1, keepdim=True).clamp_min(0.0)
     return albedo_premultiplied * (ambient + (1.0 - ambient) * cos)
