@@ -16,7 +16,7 @@ def load_run_scene(run: RunDir, device: torch.device | str = "cpu") -> Scene:
     config = run.read_config()
     if "scene" not in config:
         raise UserError(f"{run.path} is a `distill3d {config.get('method', 'unknown')}` run, which holds no 3D scene")
-    if not run.has_checkpoint() and not run.previous_checkpoint_path.exists():
+    if run.usable_checkpoint() is None:
         raise UserError(f"{run.path} has no checkpoint yet; resume the run or wait for its first checkpoint")
     scene = scene_like_checkpoint(config_from_dict(SceneConfig, config["scene"]), run.checkpoint_shapes(), device)
     rng = torch.get_rng_state()  # loading a checkpoint restores the run's RNG; keep the caller's
