@@ -1,6 +1,7 @@
 """Consistent3D results table: SDS, CDS and the paper's ablations (a)-(c) on held-out world prompts.
 
-Every row uses the same prompts, steps and seed; each run is scored by ``distill3d eval
+Every row uses the same prompts, steps and seeds (``--seeds 0,1,2``: mean over all runs, spread = standard
+deviation of the per-seed means); each run is scored by ``distill3d eval
 text-to-3d`` (world R-precision over 120 views, attribute accuracy, mask IoU / PSNR against
 the reference after the best rotation about the up axis).
 
@@ -29,18 +30,50 @@ import sys
 import time
 from pathlib import Path
 
+PAPER_CDS = ["cds.weighting=one_minus_alpha_bar", "cds.weight_by=t2", "cds.gap_form=paper", "cds.cfg_form=standard",
+             "cds.cfg_start=50", "cds.cfg_end=20", "cds.share_noise_across_views=false",
+             "cds.grad_clip_start=none", "cds.grad_clip_end=none"]
+"""CDS as the paper writes it (Sec. 4.2-4.3, B.1; lambda = 1 - abar(t2), our reading of the unstated weight)."""
+CODE_CDS = ["cds.weighting=uniform", "cds.weight_by=t1", "cds.gap_form=code", "cds.cfg_form=code",
+            "cds.cfg_start=100", "cds.cfg_end=50", "cds.share_noise_across_views=true",
+            "cds.grad_clip_start=2", "cds.grad_clip_end=8"]
+"""CDS as the authors' coarse config computes it (configs/consistency-coarse.yaml, guidance/cds.py)."""
+PAPER_CAMERAS = ["cameras.distance_min=1.5", "cameras.distance_max=2.0", "cameras.fovy_min=30", "cameras.fovy_max=45"]
+TEACHER_CAMERAS = ["cameras.distance_min=1.5", "cameras.distance_max=3.0", "cameras.fovy_min=30", "cameras.fovy_max=45"]
+FAR_CAMERAS = ["cameras.distance_min=2.5", "cameras.distance_max=3.0", "cameras.fovy_min=30", "cameras.fovy_max=45"]
+THREESTUDIO_CAMERAS = ["cameras.distance_min=1.5", "cameras.distance_max=2.0", "cameras.fovy_min=40",
+                       "cameras.fovy_max=70"]
+
 VARIANTS: dict[str, list[str]] = {  # Consistent3DConfig fields of each row, as ``--set FIELD=VALUE``
+    # the paper's rows, on the defaults
     "sds": ["guidance=sds"],                                            # DreamFusion baseline
     "cds_a_random_t": ["cds.t_sampling=random"],                        # ablation (a)
     "cds_b_predetermined_t": ["cds.t_sampling=predetermined"],          # ablation (b)
     "cds_c_fresh_noise": ["cds.fixed_noise=false"],                     # ablation (c)
     "cds": [],                                                          # (d) full CDS
     "cds_x0_skip": ["cds.skip_jacobian_of=x0"],      # the other reading of Sec. 4.2 (guidance/cds.py)
-    # the three choices of the authors' public code that the paper does not make (guidance/cds.py)
-    "cds_code_options": ["cds.cfg_form=code", "cds.weight_by=t1", "cds.share_noise_across_views=true"],
-    # cameras farther than the paper's 1.5-2.0, so that a world object (radius ~0.9) fits the frame
-    "sds_far": ["guidance=sds", "cameras.distance_max=3.0", "cameras.distance_min=2.5"],
-    "cds_far": ["cameras.distance_max=3.0", "cameras.distance_min=2.5"],
+    # which choice matters: CDS as the paper or the code writes it, the cameras, the Gaussians' schedule
+    "cds_paper": PAPER_CDS,
+    "cds_code": CODE_CDS,
+    "cds_paper_cameras": PAPER_CAMERAS,
+    "cds_teacher_cameras": TEACHER_CAMERAS,
+    "cds_far_cameras": FAR_CAMERAS,
+    "cds_threestudio_cameras": THREESTUDIO_CAMERAS,
+    "sds_paper_cameras": ["guidance=sds", *PAPER_CAMERAS],
+    "cds_no_densify": ["densify_gaussians=false"],
+    "cds_random_background": ["shading.random_background_share=0.5"],
+    "cds_constant_means_lr": ["optim.means_lr_end=none"],
+    "cds_old_gaussians": ["densify_gaussians=false", "optim.means_lr_end=none", "scene.gaussians.count=20000",
+                          "scene.gaussians.radius=0.9", "optim.gaussians.means=1.6e-4", "optim.gaussians.quats=1e-3",
+                          "optim.gaussians.sh_dc=2.5e-3", "optim.gaussians.sh_rest=1.25e-4"],
+    "cds_code_paper_cameras": [*CODE_CDS, *PAPER_CAMERAS],
+    "cds_code_teacher_cameras": [*CODE_CDS, *TEACHER_CAMERAS],
+    "cds_code_far_cameras": [*CODE_CDS, *FAR_CAMERAS],
+    "cds_paper_teacher_cameras": [*PAPER_CDS, *TEACHER_CAMERAS],
+    "sds_teacher_cameras": ["guidance=sds", *TEACHER_CAMERAS],
+    "sds_far_cameras": ["guidance=sds", *FAR_CAMERAS],
+    "sds_cfg_30": ["guidance=sds", "sds.guidance_scale=30"],
+    "sds_t_max_annealed": ["guidance=sds", "sds.t_max_end=0.5"],
 }
 SCENE_OPTIONS = {"cameras_per_step": "cameras.cameras_per_step", "num_samples": "scene.num_samples",
                  "hash_levels": "scene.nerf.num_levels", "hash_max_resolution": "scene.nerf.max_resolution"}
@@ -60,10 +93,19 @@ def table_prompts(count: int) -> list[str]:
     return [objects[i * len(objects) // count].prompt for i in range(count)]
 
 
-def jobs(args) -> list[tuple[str, int, str]]:
-    """(variant, prompt index, prompt) for every cell of the table."""
+def seeds(args) -> list[int]:
+    return [int(x) for x in str(args.seeds).split(",")]
+
+
+def jobs(args) -> list[tuple[str, int, int, str]]:
+    """(variant, seed, prompt index, prompt) for every cell of the table."""
     variants = args.variants.split(",")
-    return [(v, i, p) for v in variants for i, p in enumerate(table_prompts(args.prompts))]
+    prompts = list(enumerate(table_prompts(args.prompts)))
+    return [(v, seed, i, p) for seed in seeds(args) for v in variants for i, p in prompts]
+
+
+def run_path(args, variant: str, seed: int, index: int) -> Path:
+    return Path(args.out) / args.representation / variant / f"seed{seed}" / f"{index:02d}"
 
 
 def scene_options(args) -> dict[str, int]:
@@ -71,12 +113,12 @@ def scene_options(args) -> dict[str, int]:
     return {k: getattr(args, k) for k in SCENE_OPTIONS if getattr(args, k) is not None}
 
 
-def row_config(args, variant: str, device_name: str):
+def row_config(args, variant: str, seed: int, device_name: str):
     """The Consistent3DConfig of one row of the table."""
     from distill3d.cli.config_overrides import apply_overrides
     from distill3d.methods.consistent3d import Consistent3DConfig
 
-    common = [f"scene.representation={args.representation}", f"steps={args.steps}", f"seed={args.seed}",
+    common = [f"scene.representation={args.representation}", f"steps={args.steps}", f"seed={seed}",
               f"device={device_name}", "export.turntable_frames=0", f"loop.checkpoint_every={args.steps}"]
     common += [f"{SCENE_OPTIONS[k]}={v}" for k, v in scene_options(args).items()]
     return apply_overrides(Consistent3DConfig(), common + VARIANTS[variant])
@@ -104,8 +146,8 @@ def run_worker(args) -> None:
     eval_config = TextTo3DEvalConfig()
     mine = jobs(args)[args.worker::args.workers]
     durations: list[float] = []
-    for variant, index, prompt in mine:
-        run_dir = Path(args.out) / args.representation / variant / f"{index:02d}"
+    for variant, seed, index, prompt in mine:
+        run_dir = run_path(args, variant, seed, index)
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists():
             continue
@@ -114,10 +156,11 @@ def run_worker(args) -> None:
             print(f"[worker {args.worker}] stopping before the deadline", flush=True)
             return
         job_start = time.time()
-        config = row_config(args, variant, device_name)
+        config = row_config(args, variant, seed, device_name)
         summary = text_to_3d(prompt, config, run_dir, progress=False)
         metrics = evaluate_run(run_dir, classifier, eval_config, device)
-        metrics.update(variant=variant, seconds=summary["seconds"])
+        metrics.update(variant=variant, seed=seed, prompt=prompt, seconds=summary["seconds"],
+                       gaussians=summary["final_stats"].get("gaussians"))
         if index < args.strips:
             scene = load_run_scene(RunDir(run_dir), device)
             frames = render_frames(lambda c: render_scene(scene, c.to(device), background=1.0),
@@ -127,19 +170,33 @@ def run_worker(args) -> None:
             save_grid(torch.from_numpy(strip).float() / 255.0, run_dir / "strip.png", columns=STRIP_VIEWS)
         metrics_path.write_text(json.dumps(metrics, indent=2))
         durations.append(time.time() - job_start)
-        print(f"[worker {args.worker}] {variant} {prompt!r}: R-precision {metrics['r_precision']:.3f} "
+        print(f"[worker {args.worker}] {variant} seed {seed} {prompt!r}: R-precision {metrics['r_precision']:.3f} "
               f"IoU {metrics['mask_iou']:.3f} PSNR {metrics['psnr']:.2f} ({summary['seconds']:.0f} s)", flush=True)
 
 
 def collect(args) -> dict:
-    """Mean of every metric per variant over the prompts that finished."""
+    """Per variant: the mean of every metric over all finished runs, and the spread of the per-seed means
+    (their standard deviation over seeds, 0 with one seed)."""
+    import statistics
+
     rows = {}
     for variant in args.variants.split(","):
-        found = [json.loads(p.read_text()) for p in sorted((Path(args.out) / args.representation / variant)
-                                                            .glob("*/metrics.json"))]
-        if found:
-            rows[variant] = {"runs": len(found), **{m: sum(r[m] for r in found) / len(found) for m in METRICS},
-                             "seconds_per_run": sum(r["seconds"] for r in found) / len(found)}
+        per_seed = {}
+        for seed in seeds(args):
+            found = [json.loads(p.read_text()) for p in sorted((Path(args.out) / args.representation / variant /
+                                                                f"seed{seed}").glob("*/metrics.json"))]
+            if found:
+                per_seed[seed] = found
+        runs = [r for found in per_seed.values() for r in found]
+        if not runs:
+            continue
+        row = {"runs": len(runs), "seeds": sorted(per_seed),
+               "seconds_per_run": sum(r["seconds"] for r in runs) / len(runs)}
+        for m in METRICS:
+            row[m] = sum(r[m] for r in runs) / len(runs)
+            means = [sum(r[m] for r in found) / len(found) for found in per_seed.values()]
+            row[m + "_spread"] = statistics.stdev(means) if len(means) > 1 else 0.0
+        rows[variant] = row
     return rows
 
 
@@ -163,7 +220,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; every row runs each")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gpus", type=int, default=1, help="spread the workers over cuda:0 .. cuda:GPUS-1")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -195,14 +252,15 @@ def main() -> None:
     result = {"representation": args.representation, "steps": args.steps,
               "scene_options": scene_options(args),
               "prompts": table_prompts(args.prompts),
-              "seed": args.seed, "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus,
+              "seeds": seeds(args), "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus,
               "wall_seconds": time.perf_counter() - started,
               "worker_exit_codes": codes, "rows": rows}
     out = Path(args.out) / f"table_{args.representation}.json"
     out.write_text(json.dumps(result, indent=2))
     print("| variant | runs | " + " | ".join(METRICS) + " | s/run |")
     for variant, row in rows.items():
-        print(f"| {variant} | {row['runs']} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS)
+        cells = " | ".join(f"{row[m]:.3f} ± {row[m + '_spread']:.3f}" for m in METRICS)
+        print(f"| {variant} | {row['runs']} | " + cells
               + f" | {row['seconds_per_run']:.0f} |")
     print(f"wrote {out}")
 

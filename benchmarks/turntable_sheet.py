@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--representation", choices=("gaussians", "nerf"), default="gaussians")
     parser.add_argument("--variants", default="sds,cds")
     parser.add_argument("--prompts", default="0,1,2", help="prompt indices of the table (with turntables)")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's runs to show")
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--out", required=True, help=".mp4 or .gif")
     args = parser.parse_args()
@@ -74,7 +75,8 @@ def main() -> None:
     for variant in variants:
         row = []
         for index in indices:
-            frames, prompt = load_cell(Path(args.table) / args.representation / variant / f"{index:02d}")
+            frames, prompt = load_cell(Path(args.table) / args.representation / variant / f"seed{args.seed}"
+                                      / f"{index:02d}")
             row.append(frames)
             if len(prompts) < len(indices):
                 prompts.append(prompt)

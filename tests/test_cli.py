@@ -69,7 +69,7 @@ def test_text_to_3d_options_reach_the_nested_config(tmp_path, monkeypatch):
     (["teacher", "sample-multiview", "--prompt", "a red plain cube", "--steps", "0", "--out", "x.png"], "--steps"),
     (["teacher", "eval", "classifier", "--count", "0", "--out", "x.json"], "--count"),
     (["text-to-3d", "a red striped torus", "--steps", "0", "--out", "r"], "--steps"),
-    (["text-to-3d", "a red striped torus", "--cameras.distance-min", "3", "--out", "r"], "distance"),
+    (["text-to-3d", "a red striped torus", "--cameras.distance-min", "4", "--out", "r"], "distance"),
     (["text-to-3d", "a red striped torus", "--representation", "voxels", "--out", "r"], "nerf or gaussians"),
     (["fit", "data", "--scene.voxels.resolution", "1", "--out", "r"], "resolution"),
 ])

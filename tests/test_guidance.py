@@ -229,3 +229,60 @@ def test_sds_timestep_range_and_annealing():
     late = sample_sds_timesteps(config, T, 4096, 100, total_steps=100)
     assert int(early.min()) >= 20 and int(early.max()) <= 980 and int(early.max()) > 900
     assert int(late.min()) >= 20 and int(late.max()) <= 500
+
+
+def test_cds_gap_readings_and_t1_clamp():
+    """paper: t1 - t2 in [delta, Delta]; code: in [delta, delta + Delta) (randint(end_gap, end_gap + perturb))."""
+    n = 100
+    code = CDSLoss(CDSConfig(gap_form="code"), total_steps=n)
+    t1, t2 = code.sample_timesteps(n, 512)  # t2 = 0.1 at the end
+    gap = t1 - t2
+    assert float(gap.min()) >= 0.1 - 1e-12 and float(gap.max()) <= 0.3 + 1e-12 and float(gap.max()) > 0.25
+    refine = CDSLoss(CDSConfig(gap_min=0.1, gap_max=0.1, gap_form="code"), total_steps=n)
+    t1, t2 = refine.sample_timesteps(0, 256)
+    assert float((t1 - t2).std()) > 0.01  # the refinement's delta = Delta = 0.1 is a spread of gaps in this reading
+    t1, t2 = CDSLoss(CDSConfig(gap_min=0.1, gap_max=0.1), total_steps=n).sample_timesteps(0, 64)
+    torch.testing.assert_close(t1 - t2, torch.full_like(t1, 0.1))  # ... and a single gap in the paper's
+    clamped = CDSLoss(CDSConfig(t_max=0.9, gap_form="code", t1_max=0.95), total_steps=n)
+    t1, _ = clamped.sample_timesteps(0, 256)
+    assert float(t1.max()) == pytest.approx(0.95)
+
+
+def test_cds_gradient_clamp_grows_linearly(teacher):
+    cond = teacher.encode_prompt(["a cat"] * 2)
+    plain = CDSLoss(CDSConfig(weighting="uniform", cfg_start=100.0, cfg_end=100.0), total_steps=10)
+    clamped = CDSLoss(CDSConfig(weighting="uniform", cfg_start=100.0, cfg_end=100.0, grad_clip_start=0.01,
+                                grad_clip_end=0.03), total_steps=10)
+    assert [clamped.grad_clip(s) for s in (0, 5, 10)] == pytest.approx([0.01, 0.02, 0.03])
+    assert plain.grad_clip(5) is None
+    grads = []
+    for loss_fn in (plain, clamped):
+        x = images(2, 3)
+        loss_fn(x, teacher, cond, 5)[0].backward()
+        grads.append(x.grad)
+    # images -> [-1, 1] doubles the gradient; the mean over B = 2 views halves it
+    assert float(grads[1].abs().max()) <= 0.02 + 1e-6 < float(grads[0].abs().max())
+    inside = grads[0].abs() < 0.02 - 1e-4
+    torch.testing.assert_close(grads[1][inside], grads[0][inside])
+
+
+def test_cds_config_rejects_half_a_clamp():
+    from distill3d.errors import UserError
+
+    with pytest.raises(UserError):
+        CDSConfig(grad_clip_start=2.0)
+    with pytest.raises(UserError):
+        CDSConfig(gap_min=0.3, gap_max=0.2)
+
+
+def test_renders_reach_the_teacher_at_its_own_resolution(teacher):
+    """Renders smaller than the teacher's native size are upsampled (bilinear) before encoding."""
+    from distill3d.diffusion.teacher import at_teacher_resolution
+
+    small = torch.rand(2, 4, 4, 3)
+    big = at_teacher_resolution(small, teacher)
+    assert big.shape == (2, 8, 8, 3) and at_teacher_resolution(big, teacher) is big
+    torch.testing.assert_close(big.mean(), small.mean(), atol=0.02, rtol=0)
+    x = small.clone().requires_grad_(True)
+    SDSLoss(SDSConfig(), total_steps=10)(x, teacher, teacher.encode_prompt(["a cat"] * 2), 0)[0].backward()
+    assert x.grad is not None and x.grad.shape == small.shape and float(x.grad.abs().sum()) > 0

@@ -9,9 +9,9 @@ from distill3d.training.scene_loop import LoopConfig
 
 
 def tiny_text_to_3d(representation: str = "nerf", *, turntable_frames: int = 2, **fields) -> Consistent3DConfig:
-    """4 steps of 4 cameras at 16x16, 8 samples per ray, a 2-level hash grid or 64 Gaussians; ``fields``
+    """4 CDS steps of 4 cameras at 16x16, 8 samples per ray, a 2-level hash grid or 64 Gaussians; ``fields``
     replace top-level fields (steps, guidance, cds, ...)."""
-    values = dict(steps=4, device="cpu", cameras=OrbitCameraConfig(cameras_per_step=4, resolution=16),
+    values = dict(steps=4, device="cpu", guidance="cds", cameras=OrbitCameraConfig(cameras_per_step=4, resolution=16),
                   scene=SceneConfig(representation=representation, num_samples=8,
                                     nerf=HashGridConfig(num_levels=2, log2_table_size=8, max_resolution=32),
                                     gaussians=GaussianInitConfig(count=64)),

@@ -19,36 +19,54 @@ _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
 def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
-    """``config`` with each ``FIELD=VALUE`` of ``overrides`` applied, in order."""
+    """``config`` with each ``FIELD=VALUE`` of ``overrides`` applied (a later one wins over an earlier one of
+    the same field). The fields of one nested config are replaced together, so a pair that must stay in
+    order (a minimum and a maximum, say) can both move in one command."""
+    tree: dict[str, Any] = {}
     for text in overrides:
         path, sep, raw = text.partition("=")
         if not sep or not path.strip():
             raise UserError(f"--set {text!r}: expected FIELD=VALUE, e.g. --set blur_probability=0.1")
-        config = _replace(config, path.strip().split("."), raw.strip(), text)
-    return config
+        node = tree
+        names = path.strip().split(".")
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {text!r}: {name!r} is a value, not a group of settings")
+        node[names[-1]] = (raw.strip(), text)
+    return _replace(config, tree)
 
 
-def _replace(config: Any, names: list[str], raw: str, text: str) -> Any:
+def _replace(config: Any, tree: dict[str, Any]) -> Any:
     fields = [f.name for f in dataclasses.fields(config) if f.init and f.name != "kind"]  # kind names the model
-    name = names[0]
-    if name not in fields:
-        raise UserError(f"--set {text!r}: {type(config).__name__} has no field {name!r}; "
-                        f"its fields: {', '.join(fields)}")
-    hint = typing.get_type_hints(type(config))[name]
-    current = getattr(config, name)
-    if len(names) > 1:
-        if not dataclasses.is_dataclass(current):
-            raise UserError(f"--set {text!r}: {name!r} is a value, not a group of settings")
-        value = _replace(current, names[1:], raw, text)
-    elif dataclasses.is_dataclass(current):
-        raise UserError(f"--set {text!r}: {name!r} is a group of settings; set one of its fields, "
-                        f"e.g. {name}.{dataclasses.fields(current)[0].name}=...")
-    else:
-        value = _parse(raw, hint, text)
+    hints = typing.get_type_hints(type(config))
+    values, texts = {}, []
+    for name, sub in tree.items():
+        text = sub[1] if isinstance(sub, tuple) else _first_text(sub)
+        texts.append(text)
+        if name not in fields:
+            raise UserError(f"--set {text!r}: {type(config).__name__} has no field {name!r}; "
+                            f"its fields: {', '.join(fields)}")
+        current = getattr(config, name)
+        if isinstance(sub, dict):
+            if not dataclasses.is_dataclass(current):
+                raise UserError(f"--set {text!r}: {name!r} is a value, not a group of settings")
+            values[name] = _replace(current, sub)
+        elif dataclasses.is_dataclass(current):
+            raise UserError(f"--set {text!r}: {name!r} is a group of settings; set one of its fields, "
+                            f"e.g. {name}.{dataclasses.fields(current)[0].name}=...")
+        else:
+            values[name] = _parse(sub[0], hints[name], text)
     try:
-        return dataclasses.replace(config, **{name: value})
+        return dataclasses.replace(config, **values)
     except (TypeError, ValueError) as error:
-        raise UserError(f"--set {text!r}: {error}") from None
+        raise UserError(f"--set {' '.join(repr(t) for t in texts)}: {error}") from None
+
+
+def _first_text(tree: dict[str, Any]) -> str:
+    """The text of the first override under ``tree`` (for messages)."""
+    first = next(iter(tree.values()))
+    return first[1] if isinstance(first, tuple) else _first_text(first)
 
 
 def _parse(raw: str, hint: Any, text: str) -> Any:

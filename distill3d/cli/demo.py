@@ -116,7 +116,6 @@ def report(out: Path, summary: dict, meaning: dict[str, str], scores: dict[str, 
 def run_text_to_3d(args: argparse.Namespace) -> int:
     from distill3d.eval.text_to_3d import TextTo3DEvalConfig, evaluate_run
     from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
-    from distill3d.scene.factory import GaussianInitConfig
     from distill3d.teacher_loading import WORLD_TEACHER, check_prompt
     from distill3d.world import parse_prompt
     from distill3d.world_models.classifier import WorldClassifier
@@ -131,8 +130,7 @@ def run_text_to_3d(args: argparse.Namespace) -> int:
     print(f"[2/3] text-to-3D: {steps} SDS steps on 3D Gaussians, 2 cameras a step (CPU: about 1 s a step)")
     base = Consistent3DConfig()
     config = Consistent3DConfig(guidance="sds", steps=steps, seed=args.seed,
-                                scene=replace(base.scene, representation="gaussians",
-                                              gaussians=GaussianInitConfig(count=5000)),
+                                scene=replace(base.scene, representation="gaussians"),
                                 cameras=replace(base.cameras, cameras_per_step=2),
                                 loop=replace(base.loop, checkpoint_every=50),
                                 export=replace(base.export, turntable_frames=36))

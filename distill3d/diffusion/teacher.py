@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distill3d.diffusion.guidance_cfg import guided_prediction
@@ -81,6 +82,16 @@ class Teacher(Protocol):
 
         guidance_scale is the standard form (1 = no guidance; see ``guidance_cfg``).
         """
+
+
+def at_teacher_resolution(images: Tensor, teacher: Teacher) -> Tensor:
+    """images [B, H, W, 3] resized (bilinear) to the teacher's native square size [B, S, S, 3], as threestudio
+    upsamples 64x64 coarse renders to Stable Diffusion's 512 before the VAE; unchanged when already at S."""
+    size = int(teacher.native_image_size)
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    resized = F.interpolate(images.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
+    return resized.permute(0, 2, 3, 1)
 
 
 def batch_timesteps(t: Tensor | int | float, batch: int, device: torch.device) -> Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from distill3d.errors import UserError
 from distill3d.guidance.timestep_schedules import linear_anneal
 
 
@@ -17,13 +18,19 @@ class FieldRegularisers:
 
     # orientation-loss weight at step 0 (threestudio's lambda_orient ramp [0, 10, 1000, 5000])
     orient_weight_start: float = 10.0
-    orient_weight_end: float = 1000.0    # orientation-loss weight reached, linearly, at orient_ramp_steps
-    orient_ramp_steps: int = 5000        # length of that linear ramp in steps
-    normal_smooth_weight: float = 1000.0  # weight of the 2D normal smoothness (our choice; no paper value)
+    orient_weight_end: float = 1000.0    # orientation-loss weight reached, linearly, after orient_ramp_share of the run
+    # share of the run the ramp takes (threestudio: 5000 of 10000 steps; Consistent3D's coarse config: 2000 of 3000)
+    orient_ramp_share: float = 0.5
+    normal_smooth_weight: float = 1000.0  # weight of the 2D normal smoothness (our choice; Consistent3D's code: 0)
 
-    def orientation_weight(self, step: int) -> float:
-        return linear_anneal(self.orient_weight_start, self.orient_weight_end, min(step, self.orient_ramp_steps),
-                             max(self.orient_ramp_steps, 1))
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.orient_ramp_share <= 1.0:
+            raise UserError("--orient-ramp-share must lie in [0, 1]")
+
+    def orientation_weight(self, step: int, total_steps: int) -> float:
+        """The orientation-loss weight at ``step`` of a run of ``total_steps``."""
+        ramp = max(round(self.orient_ramp_share * total_steps), 1)
+        return linear_anneal(self.orient_weight_start, self.orient_weight_end, min(step, ramp), ramp)
 
 
 def orientation_loss(weights: Tensor, normals: Tensor, dirs: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 from distill3d.diffusion.guidance_cfg import CfgForm, standard_scale
 from distill3d.diffusion.parameterization import broadcast_like
 from distill3d.diffusion.schedule import NoiseSchedule
-from distill3d.diffusion.teacher import Teacher
+from distill3d.diffusion.teacher import Teacher, at_teacher_resolution
 from distill3d.guidance.timestep_schedules import linear_anneal, step_generator
 
 # w(t): DreamFusion's "sds" weight 1 - abar_t (its sigma_t^2 in VP notation), the EDM-style
@@ -83,7 +83,7 @@ class SDSLoss:
     ) -> tuple[Tensor, dict[str, float]]:
         """SDS loss; ``noise`` [B, C, h, w] replaces the drawn eps (for tests and analysis)."""
         config = self.config
-        x = teacher.encode_images(images)  # [B, C, h, w], differentiable
+        x = teacher.encode_images(at_teacher_resolution(images, teacher))  # [B, C, h, w], differentiable
         batch = x.shape[0]
         schedule = teacher.schedule
         t = sample_sds_timesteps(config, schedule.num_train_timesteps, batch, step, total_steps=self.total_steps,

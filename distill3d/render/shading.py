@@ -16,14 +16,26 @@ from distill3d.world.reference_render import AMBIENT
 
 @dataclass
 class ShadingConfig:
-    """How often renders are shaded, and how (density fields only: Gaussians carry no normals)."""
+    """How often renders are shaded (density fields only: Gaussians carry no normals), and on what background."""
 
     shaded_share: float = 0.8      # share of views shaded under a random light (Consistent3D Sec. B.1 ablation: 80%)
     light_ambient: float = AMBIENT  # ambient term of the shading (the world's own, world/reference_render.py)
+    # share of views composited on a random grey instead of white (DreamGaussian: black or white, half each)
+    random_background_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.shaded_share <= 1.0:
-            raise UserError("--shaded-share must lie in [0, 1]")
+        if not 0.0 <= self.shaded_share <= 1.0 or not 0.0 <= self.random_background_share <= 1.0:
+            raise UserError("--shaded-share and --random-background-share must lie in [0, 1]")
+
+
+def sample_backgrounds(config: ShadingConfig, batch: int, generator: torch.Generator) -> Tensor:
+    """[batch, 3] background colours: white, or for a share of views a grey level uniform in [0, 1]
+    (nothing is drawn from ``generator`` when the share is 0)."""
+    if config.random_background_share == 0.0:
+        return torch.ones(batch, 3)
+    grey = torch.rand(batch, 1, generator=generator).expand(batch, 3)
+    random = torch.rand(batch, 1, generator=generator) < config.random_background_share
+    return torch.where(random, grey, torch.ones(batch, 3))
 
 
 def sample_light_directions(cameras: Cameras, generator: torch.Generator) -> Tensor:

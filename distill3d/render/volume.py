@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from distill3d.cameras import Cameras
+from distill3d.render.backgrounds import background_image
 from distill3d.render_output import RenderOutput
 from distill3d.scene.field import DensityField
 
@@ -66,16 +67,6 @@ def ray_aabb_intersect(origins: torch.Tensor, dirs: torch.Tensor,
     near = torch.minimum(t0, t1).amax(dim=-1)
     far = torch.maximum(t0, t1).amin(dim=-1)
     return near, far
-
-
-def _background(background, B: int, ref: torch.Tensor) -> torch.Tensor:
-    """float, [3], [B, 3] or anything broadcastable to [B, H, W, 3] -> a broadcastable tensor."""
-    bg = torch.as_tensor(background, dtype=ref.dtype, device=ref.device)
-    if bg.ndim == 0:
-        return bg.expand(3)
-    if bg.ndim == 2 and bg.shape == (B, 3):
-        return bg[:, None, None, :]
-    return bg
 
 
 def _march(field: DensityField, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
@@ -171,7 +162,7 @@ def _render(field: DensityField, cameras: Cameras, num_samples: int,
     has = alpha_img > ALPHA_EPS
     z = gather("t", (1,)).reshape(B, H, W, 1) * cos
     depth = torch.where(has, z / alpha_img.clamp_min(ALPHA_EPS), torch.zeros_like(z))
-    bg = _background(background, B, o)
+    bg = background_image(background, B, o)
     rgb_img = rgb.reshape(B, H, W, 3) + (1.0 - alpha_img) * bg
     normal_img = None
     if compute_normals:

@@ -9,6 +9,7 @@ A ``Scene`` is the config it was built from and one ``nn.Module`` (a ``DensityFi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,8 +62,21 @@ class SceneOptimConfig:
 
     grid_lr: float = 1e-2            # voxel features / hash table
     mlp_lr: float = 1e-3             # the fields' MLPs
-    gaussian_lr_scale: float = 1.0   # multiplies the 3DGS learning rates of the Gaussians' six tensors
+    gaussian_lr_scale: float = 1.0   # multiplies the learning rates of the Gaussians' six tensors
+    gaussians: GaussianLearningRates = field(default_factory=GaussianLearningRates)  # per Gaussian tensor
+    # the centres' rate decays log-linearly to this over the run (3DGS: 1.6e-6); none: constant
+    means_lr_end: float | None = None
     weight_decay: float = 0.0        # Adam's L2 weight decay
+
+    def means_lr(self, step: int, total_steps: int) -> float:
+        """The centres' learning rate at ``step``: log-linear from ``gaussians.means`` to ``means_lr_end``
+        (3DGS's exponential decay without its delay)."""
+        start = self.gaussians.means * self.gaussian_lr_scale
+        if self.means_lr_end is None:
+            return start
+        t = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        end = self.means_lr_end * self.gaussian_lr_scale
+        return math.exp((1 - t) * math.log(start) + t * math.log(end))
 
 
 @dataclass
@@ -111,9 +125,8 @@ def scene_like_checkpoint(config: SceneConfig, shapes: dict[str, tuple[int, ...]
 def scene_param_groups(scene: Scene, config: SceneOptimConfig) -> list[dict]:
     """Named Adam parameter groups: one per Gaussian tensor (3DGS rates), or grid and MLP of a field."""
     if scene.is_gaussians:
-        base = GaussianLearningRates()
         return [{"params": [getattr(scene.module, name)], "name": name,
-                 "lr": getattr(base, name) * config.gaussian_lr_scale} for name in FIELDS]
+                 "lr": getattr(config.gaussians, name) * config.gaussian_lr_scale} for name in FIELDS]
     field_module = scene.module
     grid = [field_module.features] if isinstance(field_module, VoxelRadianceField) else [field_module.encoding.table]
     grid_ids = {id(p) for p in grid}
@@ -125,3 +138,11 @@ def scene_param_groups(scene: Scene, config: SceneOptimConfig) -> list[dict]:
 def scene_optimizer(scene: Scene, config: SceneOptimConfig) -> torch.optim.Adam:
     """Adam over ``scene_param_groups`` (eps 1e-15)."""
     return torch.optim.Adam(scene_param_groups(scene, config), eps=1e-15, weight_decay=config.weight_decay)
+
+
+def set_scene_learning_rates(optimizer: torch.optim.Optimizer, config: SceneOptimConfig, step: int,
+                             total_steps: int) -> None:
+    """Apply the schedule of ``config`` at ``step`` (the Gaussians' centres; other rates are constant)."""
+    for group in optimizer.param_groups:
+        if group.get("name") == "means":
+            group["lr"] = config.means_lr(step, total_steps)

@@ -319,12 +319,12 @@ def _knn_scale(points: torch.Tensor, k: int = 3) -> torch.Tensor:
 class GaussianLearningRates:
     """Adam learning rates per field (the defaults of the 3DGS reference training code)."""
 
-    means: float = 1.6e-4  # times the scene extent in 3DGS; decays to 1.6e-6 there
-    quats: float = 1e-3
-    log_scales: float = 5e-3
-    opacity_logits: float = 5e-2
-    sh_dc: float = 2.5e-3
-    sh_rest: float = 2.5e-3 / 20.0
+    means: float = 1.6e-4            # centres (3DGS: times the scene extent, decaying to 1.6e-6)
+    quats: float = 1e-3              # rotations
+    log_scales: float = 5e-3         # log standard deviations
+    opacity_logits: float = 5e-2     # opacity logits
+    sh_dc: float = 2.5e-3            # degree-0 colour
+    sh_rest: float = 2.5e-3 / 20.0   # higher SH bands
 
 
 # ---------------------------------------------------------------------- optimiser surgery
@@ -427,18 +427,22 @@ def reset_opacity(gaussians: Gaussians, value: float = 0.01,
 class DensifyConfig:
     """When and how to grow and prune Gaussians (3DGS Sec. 5.2 and its training defaults)."""
 
-    grad_threshold: float = 0.0002  # mean NDC-space gradient of the projected centre
-    start_step: int = 500  # densify at steps > start_step ...
-    stop_step: int = 15_000  # ... and < stop_step
-    every: int = 100  # densification interval
-    opacity_reset_every: int = 3000
-    opacity_reset_value: float = 0.01
-    prune_opacity: float = 0.005
-    percent_dense: float = 0.01  # clone if max scale <= percent_dense * extent, else split
-    prune_scale: float = 0.1  # prune max scale > prune_scale * extent (after the first reset)
-    split_into: int = 2
-    split_shrink: float = 1.6  # 0.8 * split_into
-    scene_extent: float = 1.0
+    grad_threshold: float = 0.0002  # densify where the mean NDC-space gradient of the projected centre exceeds this
+    start_step: int = 500           # densify at steps > start_step ...
+    stop_step: int = 15_000         # ... and < stop_step
+    every: int = 100                # steps between two densifications
+    opacity_reset_every: int = 3000  # steps between two opacity resets
+    opacity_reset_value: float = 0.01  # opacities are clamped to at most this at a reset
+    prune_opacity: float = 0.005    # prune Gaussians whose opacity falls below this
+    percent_dense: float = 0.01     # clone if the largest scale <= percent_dense * extent, else split
+    prune_scale: float = 0.1        # prune largest scale > prune_scale * extent (after the first reset)
+    split_into: int = 2             # Gaussians a split one becomes
+    split_shrink: float = 1.6       # scale divisor of a split (0.8 * split_into)
+    scene_extent: float = 1.0       # the scene's size that percent_dense and prune_scale refer to
+    max_count: int | None = None    # no densification once there are this many Gaussians (none: no cap)
+    # densify those above this quantile of the mean gradients instead of above grad_threshold (none: threshold);
+    # a guidance loss's gradients have no fixed scale, so a threshold tuned for one loss fits no other
+    grad_quantile: float | None = None
 
 
 class Densifier:
@@ -488,18 +492,29 @@ class Densifier:
         if step >= cfg.stop_step:
             return done
         if step > cfg.start_step and step % cfg.every == 0:
-            done.update(self.densify_and_prune(gaussians, optimizer, after_reset=step > cfg.opacity_reset_every))
+            grow = cfg.max_count is None or len(gaussians) < cfg.max_count
+            done.update(self.densify_and_prune(gaussians, optimizer, after_reset=step > cfg.opacity_reset_every,
+                                               grow=grow))
         if step > 0 and step % cfg.opacity_reset_every == 0:
             reset_opacity(gaussians, cfg.opacity_reset_value, optimizer)
             done["reset"] = 1
         return done
 
     @torch.no_grad()
-    def densify_and_prune(self, gaussians: Gaussians, optimizer=None, after_reset: bool = False) -> dict[str, int]:
-        """Clone / split by gradient, then prune by opacity (and size after a reset); clears stats."""
+    def densify_and_prune(self, gaussians: Gaussians, optimizer=None, after_reset: bool = False,
+                          grow: bool = True) -> dict[str, int]:
+        """Clone / split by gradient (when ``grow``), then prune by opacity (and size after a reset); clears stats."""
         cfg = self.config
         n = len(gaussians)
-        high = self.mean_grads(n, gaussians.device) > cfg.grad_threshold
+        grads = self.mean_grads(n, gaussians.device)
+        if cfg.grad_quantile is None:
+            high = grads > cfg.grad_threshold
+        else:
+            seen = grads[grads > 0]
+            cut = torch.quantile(seen.float(), cfg.grad_quantile) if len(seen) else grads.new_tensor(float("inf"))
+            high = grads > cut
+        if not grow:
+            high = torch.zeros_like(high)
         small = gaussians.scales.max(dim=-1).values <= cfg.percent_dense * cfg.scene_extent
         to_clone, to_split = high & small, high & ~small
         n_clone = clone_gaussians(gaussians, to_clone, optimizer)

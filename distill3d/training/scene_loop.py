@@ -6,7 +6,7 @@ generators, a fixed noise). The loop does the rest, the same way for every metho
 
 - resume: modules, optimiser, extra state, step count and elapsed time from the checkpoint;
 - a progress bar with the loss and the time left;
-- backward and the optimiser step;
+- backward, the optimiser step and the job's ``after_step`` (densification, say);
 - an atomic checkpoint every ``checkpoint_every`` steps and at the end (``RunDir`` keeps the
   one before, so a damaged file costs one interval);
 - a NaN guard: a loss that is not finite stops the run before the optimiser step, and
@@ -58,6 +58,8 @@ class SceneJob:
     step: StepFn
     state_tensors: Callable[[], dict[str, Tensor]] = dict  # extra state to checkpoint (generators, noise)
     load_state_tensors: Callable[[dict[str, Tensor]], None] = lambda tensors: None
+    # after_step(steps done) after each optimiser step, e.g. densification; returns stats to report
+    after_step: Callable[[int], dict[str, float]] | None = None
 
 
 @dataclass
@@ -106,6 +108,8 @@ def run_loop(run: RunDir, job: SceneJob, *, steps: int, config: LoopConfig, resu
         job.optimizer.step()
         timer.lap("backward")
         step += 1
+        if job.after_step is not None:
+            stats = {**stats, **job.after_step(step)}
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4g}")
         if step % config.checkpoint_every == 0 or step == steps:
