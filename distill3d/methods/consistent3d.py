@@ -176,13 +176,17 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
         return loss, stats
 
     def state_tensors() -> dict[str, Tensor]:
-        tensors = {"generator": generator.get_state()}
+        # the densifier's gradient sums are empty at a checkpoint when checkpoint_every is a multiple of
+        # densify.every (as by default), so a resumed run continues exactly
+        tensors = {"generator": generator.get_state(), "densify_generator": densifier.generator.get_state()}
         if isinstance(guidance, CDSLoss) and guidance.fixed_noise_tensor is not None:
             tensors["cds_fixed_noise"] = guidance.fixed_noise_tensor
         return tensors
 
     def load_state_tensors(tensors: dict[str, Tensor]) -> None:
         generator.set_state(tensors["generator"].cpu())
+        if "densify_generator" in tensors:
+            densifier.generator.set_state(tensors["densify_generator"].cpu())
         if isinstance(guidance, CDSLoss) and "cds_fixed_noise" in tensors:
             guidance.fixed_noise_tensor = tensors["cds_fixed_noise"].cpu().float()
 
