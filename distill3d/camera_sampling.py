@@ -11,6 +11,7 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.errors import UserError
+from distill3d.world import VIEW_BUCKETS, view_suffix
 from distill3d.world.views import view_bucket_index
 
 NUM_AZIMUTH_PARTS = 4  # Consistent3D Sec. B.1: azimuth range split into 4 parts (anti-Janus)
@@ -68,3 +69,9 @@ def sample_quadrant_cameras(config: OrbitCameraConfig, generator: torch.Generato
     params = {"elevation": elevation, "azimuth": azimuth, "distance": distance, "fovy": fovy,
               "part": part, "bucket": view_bucket_index(azimuth, elevation)}
     return cams, params
+
+
+def view_prompts(prompt: str) -> list[str]:
+    """One prompt per view bucket, in ``VIEW_BUCKETS`` order ("..., front view", ...): ``params["bucket"]``
+    of ``sample_quadrant_cameras`` indexes it."""
+    return [prompt + view_suffix(bucket) for bucket in VIEW_BUCKETS]

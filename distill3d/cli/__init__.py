@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("distill3d.cli.data", "build data sets from folders of meshes"),
     "fit": ("distill3d.cli.fit", "reconstruct one multi-view sequence with a voxel grid, NeRF or Gaussians"),
     "text-to-3d": ("distill3d.cli.text_to_3d", "distil a text prompt into a NeRF (mesh) or 3D Gaussians"),
+    "text-to-3d-refine": ("distill3d.cli.text_to_3d_refine",
+                          "refine a text-to-3d NeRF run into a textured mesh (Consistent3D's second stage)"),
     "export": ("distill3d.cli.export", "write the assets of a run folder (ply, glb, obj, mp4, gif, model)"),
     "teacher": ("distill3d.cli.teacher", "train, sample and evaluate the world teachers and classifier"),
     "eval": ("distill3d.cli.eval", "score finished runs against the world's ground truth"),

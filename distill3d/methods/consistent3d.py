@@ -24,13 +24,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras
+from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras, view_prompts
 from distill3d.cameras import Cameras
 from distill3d.configs import config_to_dict
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.export.scene import ExportConfig, export_scene
-from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig, SDSLoss
+from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig
+from distill3d.guidance.factory import build_guidance
 from distill3d.guidance.regularisers import FieldRegularisers, normal_smoothness_2d, orientation_loss
 from distill3d.render.shading import ShadingConfig, lambertian, sample_backgrounds, sample_light_directions
 from distill3d.render.splat import render_gaussians
@@ -41,7 +42,6 @@ from distill3d.scene.gaussians import Densifier, DensifyConfig, GaussianLearning
 from distill3d.teacher_loading import WORLD_TEACHER, check_prompt, load_teacher
 from distill3d.training.run_dir import RunDir
 from distill3d.training.scene_loop import LoopConfig, SceneJob, finish_run, run_loop
-from distill3d.world import VIEW_BUCKETS, view_suffix
 
 METHOD = "text-to-3d"
 DEFAULT_STEPS = {"nerf": 10000, "gaussians": 2000}
@@ -109,17 +109,6 @@ class Consistent3DConfig:
             raise UserError("--steps must be positive")
 
 
-def view_prompts(prompt: str) -> list[str]:
-    """One prompt per view bucket, in ``VIEW_BUCKETS`` order ("..., front view", ...)."""
-    return [prompt + view_suffix(bucket) for bucket in VIEW_BUCKETS]
-
-
-def build_guidance(config: Consistent3DConfig) -> CDSLoss | SDSLoss:
-    if config.guidance == "cds":
-        return CDSLoss(config.cds, total_steps=config.steps, seed=config.seed)
-    return SDSLoss(config.sds, total_steps=config.steps, seed=config.seed)
-
-
 def render_for_guidance(scene: Scene, config: Consistent3DConfig, cameras: Cameras, generator: torch.Generator,
                         info: dict | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Renders [B, H, W, 3] for the teacher (on white, or a random grey for a share of views), and the
@@ -152,7 +141,7 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
     scene = (scene_like_checkpoint(config.scene, run.checkpoint_shapes(), device, config.seed) if resuming
              else build_scene(config.scene, device, config.seed))
     optimizer = scene_optimizer(scene, config.optim)
-    guidance = build_guidance(config)
+    guidance = build_guidance(config.guidance, config.cds, config.sds, total_steps=config.steps, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # cameras, lights, shading choice, ray jitter
     conds = teacher.encode_prompt(view_prompts(object_prompt))  # one per view bucket
     regularisers = config.regularisers

@@ -1,0 +1,20 @@
+"""The guidance loss of a per-scene method by name: CDS (Consistent3D) or SDS (DreamFusion)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from distill3d.errors import UserError
+from distill3d.guidance.cds import CDSConfig, CDSLoss
+from distill3d.guidance.sds import SDSConfig, SDSLoss
+
+GuidanceKind = Literal["cds", "sds"]
+
+
+def build_guidance(kind: str, cds: CDSConfig, sds: SDSConfig, *, total_steps: int, seed: int) -> CDSLoss | SDSLoss:
+    """``CDSLoss(cds)`` or ``SDSLoss(sds)`` of a run of ``total_steps`` steps seeded with ``seed``."""
+    if kind == "cds":
+        return CDSLoss(cds, total_steps=total_steps, seed=seed)
+    if kind == "sds":
+        return SDSLoss(sds, total_steps=total_steps, seed=seed)
+    raise UserError(f"unknown guidance '{kind}'; choose cds or sds")
