@@ -71,3 +71,19 @@ def test_cli_writes_the_setting_into_the_run_config(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "c"), "--set", "net.resolution=32"]) == 2  # pool is 16x16
     assert "does not hold together" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_fields_of_one_config_move_together_and_the_last_one_wins():
+    from distill3d.methods.consistent3d import Consistent3DConfig
+
+    base = apply_overrides(Consistent3DConfig(), ["cameras.distance_max=2.0", "cameras.distance_min=1.5"])
+    assert (base.cameras.distance_min, base.cameras.distance_max) == (1.5, 2.0)
+    # 2.5 above the old maximum is fine because the new one comes in the same command
+    far = apply_overrides(base, ["cameras.distance_min=2.5", "cameras.distance_max=3.0", "cds.grad_clip_start=2",
+                                 "cds.grad_clip_end=8", "seed=3", "seed=4"])
+    assert (far.cameras.distance_min, far.cameras.distance_max) == (2.5, 3.0)
+    assert (far.cds.grad_clip_start, far.cds.grad_clip_end, far.seed) == (2.0, 8.0, 4)
+    with pytest.raises(UserError, match="distance"):
+        apply_overrides(base, ["cameras.distance_min=2.5"])  # the config still rejects a bad pair
+    with pytest.raises(UserError, match="group of settings"):
+        apply_overrides(base, ["cameras.distance_min=2.5", "cameras=3"])
