@@ -75,6 +75,7 @@ VARIANTS: dict[str, list[str]] = {  # Consistent3DConfig fields of each row, as 
     "sds_cfg_30": ["guidance=sds", "sds.guidance_scale=30"],
     "sds_3dgs_colour_lr": ["guidance=sds", "optim.gaussians.sh_dc=2.5e-3"],   # 3DGS's colour rate, not DreamGaussian's
     "sds_no_densify": ["guidance=sds", "densify_gaussians=false"],
+    "sds_grey_start": ["guidance=sds", "scene.gaussians.colour=grey"],   # DreamGaussian's start colour
     "sds_t_max_annealed": ["guidance=sds", "sds.t_max_end=0.5"],
 }
 SCENE_OPTIONS = {"cameras_per_step": "cameras.cameras_per_step", "num_samples": "scene.num_samples",

@@ -86,3 +86,12 @@ def test_orientation_ramp_is_a_share_of_the_run():
     assert ramp.orientation_weight(0, 3000) == pytest.approx(10.0)
     assert ramp.orientation_weight(1000, 3000) == pytest.approx(505.0)
     assert ramp.orientation_weight(2000, 3000) == ramp.orientation_weight(2999, 3000) == pytest.approx(1000.0)
+
+
+def test_grey_start():
+    grey = build_scene(SceneConfig(representation="gaussians", gaussians=GaussianInitConfig(count=50, colour="grey")),
+                       "cpu", 0)
+    torch.testing.assert_close(grey.module.gaussians.rgb, torch.full((50, 3), 0.5))
+    random = build_scene(SceneConfig(representation="gaussians", gaussians=GaussianInitConfig(count=50)), "cpu", 0)
+    assert float(random.module.gaussians.rgb.std()) > 0.2
+    torch.testing.assert_close(grey.module.means, random.module.means)  # only the colour differs

@@ -28,15 +28,19 @@ REPRESENTATIONS: tuple[str, ...] = ("voxels", "nerf", "gaussians")
 
 @dataclass
 class GaussianInitConfig:
-    """Where a fresh set of 3D Gaussians starts: uniform in a ball, random colours and rotations."""
+    """Where a fresh set of 3D Gaussians starts: uniform in a ball, random rotations, random or grey colours."""
 
     count: int = 20000    # number of Gaussians
     radius: float = 0.9   # radius of the ball they fill (a world object fits a sphere of radius 0.9)
     opacity: float = 0.1  # opacity of each at the start
+    # random: uniform in [0, 1]^3; grey: 0.5 (DreamGaussian's start: SH coefficients of at most 1/255)
+    colour: Literal["random", "grey"] = "random"
 
     def __post_init__(self) -> None:
         if self.count <= 0 or self.radius <= 0 or not 0.0 < self.opacity < 1.0:
             raise UserError("Gaussians need count > 0, radius > 0 and an opacity in (0, 1)")
+        if self.colour not in ("random", "grey"):
+            raise UserError(f"unknown Gaussian start colour '{self.colour}'; choose random or grey")
 
 
 @dataclass
@@ -103,8 +107,11 @@ def build_scene(config: SceneConfig, device: torch.device | str, seed: int) -> S
     """A fresh scene of ``config.representation`` with seeded initialisation."""
     if config.representation == "gaussians":
         init = config.gaussians
-        module: nn.Module = GaussianParameters(Gaussians.random_ball(
-            init.count, radius=init.radius, opacity=init.opacity, generator=torch.Generator().manual_seed(seed)))
+        start = Gaussians.random_ball(init.count, radius=init.radius, opacity=init.opacity,
+                                      generator=torch.Generator().manual_seed(seed))
+        if init.colour == "grey":
+            start.sh_dc = torch.zeros_like(start.sh_dc)  # rgb = 0.5
+        module: nn.Module = GaussianParameters(start)
     elif config.representation == "voxels":
         module = VoxelRadianceField(config.voxels, seed=seed)
     else:
