@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from distill3d.cli.dataclass_args import add_config_options, config_from_args
+from distill3d.cli.run_options import add_run_folder_options, print_run_summary
 
 
 def register(commands, help_text: str) -> None:
@@ -17,8 +16,7 @@ def register(commands, help_text: str) -> None:
                                         "writes checkpoints, summary.json (held-out PSNR/SSIM), the asset and "
                                         "a turntable into --out.")
     p.add_argument("data", help="multi-view data set folder (distill3d world dataset multiview ...)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (new or empty; an existing run with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_run_folder_options(p)
     add_config_options(p, FitConfig, skip={"data"})
     p.set_defaults(run=_run)
 
@@ -28,7 +26,5 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(FitConfig, args, data=str(args.data))
     summary = fit(config, args.out, resume=args.resume)
-    print(json.dumps({"heldout": summary["heldout"], "seconds": summary["seconds"]}, indent=2))
-    for kind, path in summary["outputs"].items():
-        print(f"{kind}: {path}")
+    print_run_summary(summary, ("heldout", "seconds"))
     return 0

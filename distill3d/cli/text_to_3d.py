@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from distill3d.cli.dataclass_args import add_config_options, config_from_args
+from distill3d.cli.run_options import add_run_folder_options, print_run_summary
 
 
 def register(commands, help_text: str) -> None:
@@ -19,8 +18,7 @@ def register(commands, help_text: str) -> None:
                                         "a turntable into --out. On a CPU the default run takes hours: use a GPU, "
                                         "or the cut-down `distill3d demo`.")
     p.add_argument("prompt", help='e.g. "a red striped torus" (views are added per camera)')
-    p.add_argument("--out", required=True, type=Path, help="run folder (new or empty; an existing run with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_run_folder_options(p)
     add_config_options(p, Consistent3DConfig)
     p.set_defaults(run=_run)
 
@@ -30,7 +28,5 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(Consistent3DConfig, args)  # every option checked before any work
     summary = text_to_3d(args.prompt, config, args.out, resume=args.resume)
-    print(json.dumps({k: summary[k] for k in ("prompt", "steps", "seconds", "final_loss")}, indent=2))
-    for kind, path in summary.get("outputs", {}).items():
-        print(f"{kind}: {path}")
+    print_run_summary(summary, ("prompt", "steps", "seconds", "final_loss"))
     return 0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from distill3d.cli.dataclass_args import add_config_options, config_from_args
+from distill3d.cli.run_options import add_run_folder_options, print_run_summary
 
 
 def register(commands, help_text: str) -> None:
@@ -20,8 +20,7 @@ def register(commands, help_text: str) -> None:
                                         "consistency and Laplacian smoothness; writes mesh.glb and mesh.obj "
                                         "(textured), a turntable, config.json, checkpoints and summary.json.")
     p.add_argument("coarse_run", type=Path, help="a finished text-to-3d NeRF run folder")
-    p.add_argument("--out", required=True, type=Path, help="run folder (new or empty; an existing run with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_run_folder_options(p)
     add_config_options(p, MeshRefineConfig)
     p.set_defaults(run=_run)
 
@@ -31,7 +30,5 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(MeshRefineConfig, args)  # every option checked before any work
     summary = refine_mesh(args.coarse_run, config, args.out, resume=args.resume)
-    print(json.dumps({k: summary[k] for k in ("prompt", "steps", "seconds", "final_loss")}, indent=2))
-    for kind, path in summary.get("outputs", {}).items():
-        print(f"{kind}: {path}")
+    print_run_summary(summary, ("prompt", "steps", "seconds", "final_loss"))
     return 0

@@ -30,10 +30,10 @@ from distill3d.configs import config_to_dict
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.export.scene import ExportConfig, export_scene
-from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig
-from distill3d.guidance.factory import build_guidance
+from distill3d.guidance import CDSConfig, SDSConfig
+from distill3d.guidance.factory import build_guidance, guidance_state, load_guidance_state
 from distill3d.guidance.regularisers import FieldRegularisers, normal_smoothness_2d, orientation_loss
-from distill3d.render.shading import ShadingConfig, lambertian, sample_backgrounds, sample_light_directions
+from distill3d.render.shading import ShadingConfig, sample_backgrounds, shade_and_composite
 from distill3d.render.splat import render_gaussians
 from distill3d.render.volume import render_volume_with_extras
 from distill3d.scene.factory import (GaussianInitConfig, Scene, SceneConfig, SceneOptimConfig, build_scene,
@@ -119,11 +119,7 @@ def render_for_guidance(scene: Scene, config: Consistent3DConfig, cameras: Camer
     out, extras = render_volume_with_extras(scene.module, cameras, num_samples=scene.config.num_samples,
                                             background=0.0, stratified=True, generator=generator,
                                             compute_normals=True)
-    light = sample_light_directions(cameras, generator)
-    shaded = (torch.rand(len(cameras), generator=generator) < config.shading.shaded_share).to(out.rgb)
-    lit = lambertian(out.rgb, out.normal, light, config.shading.light_ambient)
-    shaded = shaded[:, None, None, None]
-    rgb = shaded * lit + (1 - shaded) * out.rgb + (1.0 - out.alpha) * background[:, None, None, :]
+    rgb = shade_and_composite(out, cameras, config.shading, generator, background)
     terms = {"orient": orientation_loss(extras.weights, extras.normals, extras.dirs),
              "normal_smooth": normal_smoothness_2d(out.normal, out.alpha)}
     return rgb, terms
@@ -167,17 +163,14 @@ def text_to_3d(prompt: str, config: Consistent3DConfig, out_dir: str | Path, *, 
     def state_tensors() -> dict[str, Tensor]:
         # the densifier's gradient sums are empty at a checkpoint when checkpoint_every is a multiple of
         # densify.every (as by default), so a resumed run continues exactly
-        tensors = {"generator": generator.get_state(), "densify_generator": densifier.generator.get_state()}
-        if isinstance(guidance, CDSLoss) and guidance.fixed_noise_tensor is not None:
-            tensors["cds_fixed_noise"] = guidance.fixed_noise_tensor
-        return tensors
+        return {"generator": generator.get_state(), "densify_generator": densifier.generator.get_state(),
+                **guidance_state(guidance)}
 
     def load_state_tensors(tensors: dict[str, Tensor]) -> None:
         generator.set_state(tensors["generator"].cpu())
         if "densify_generator" in tensors:
             densifier.generator.set_state(tensors["densify_generator"].cpu())
-        if isinstance(guidance, CDSLoss) and "cds_fixed_noise" in tensors:
-            guidance.fixed_noise_tensor = tensors["cds_fixed_noise"].cpu().float()
+        load_guidance_state(guidance, tensors)
 
     def densify(done_steps: int) -> dict[str, float]:
         """Densify / prune / reset the Gaussians on schedule (DreamGaussian's use of 3DGS Sec. 5.2)."""

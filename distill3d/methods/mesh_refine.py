@@ -37,10 +37,10 @@ from distill3d.errors import UserError
 from distill3d.export.scene import TURNTABLE_DISTANCE
 from distill3d.export.textured_mesh import textured_mesh, write_textured_mesh
 from distill3d.export.video import render_frames, turntable_cameras, write_video
-from distill3d.guidance import CDSConfig, CDSLoss, SDSConfig
-from distill3d.guidance.factory import build_guidance
+from distill3d.guidance import CDSConfig, SDSConfig
+from distill3d.guidance.factory import build_guidance, guidance_state, load_guidance_state
 from distill3d.render.mesh import render_mesh
-from distill3d.render.shading import ShadingConfig, lambertian, sample_light_directions
+from distill3d.render.shading import ShadingConfig, shade_and_composite
 from distill3d.scene.dmtet import DMTet, DMTetConfig
 from distill3d.scene.mesh_losses import MeshRegularisersConfig, mesh_regularisers
 from distill3d.teacher_loading import load_teacher
@@ -140,11 +140,7 @@ def refine_mesh(coarse_dir: str | Path, config: MeshRefineConfig, out_dir: str |
         if faces.shape[0] == 0:
             raise UserError(f"the mesh of the coarse run at density {config.threshold} is empty; lower --threshold")
         out = render_mesh(verts, faces, cameras, color_fn=colour, background=0.0)
-        light = sample_light_directions(cameras, generator)
-        shaded = (torch.rand(len(cameras), generator=generator) < config.shading.shaded_share).to(out.rgb)
-        lit = lambertian(out.rgb, out.normal, light, config.shading.light_ambient)
-        shaded = shaded[:, None, None, None]
-        images = shaded * lit + (1 - shaded) * out.rgb + (1.0 - out.alpha)  # composite over white
+        images = shade_and_composite(out, cameras, config.shading, generator, background=1.0)  # over white
         timer.lap("render")
         loss, stats = guidance(images, teacher, conds.select(params["bucket"].to(device)), i)
         timer.lap("teacher")
@@ -155,15 +151,11 @@ def refine_mesh(coarse_dir: str | Path, config: MeshRefineConfig, out_dir: str |
         return loss, stats
 
     def state_tensors() -> dict[str, Tensor]:
-        tensors = {"generator": generator.get_state()}
-        if isinstance(guidance, CDSLoss) and guidance.fixed_noise_tensor is not None:
-            tensors["cds_fixed_noise"] = guidance.fixed_noise_tensor
-        return tensors
+        return {"generator": generator.get_state(), **guidance_state(guidance)}
 
     def load_state_tensors(tensors: dict[str, Tensor]) -> None:
         generator.set_state(tensors["generator"].cpu())
-        if isinstance(guidance, CDSLoss) and "cds_fixed_noise" in tensors:
-            guidance.fixed_noise_tensor = tensors["cds_fixed_noise"].cpu().float()
+        load_guidance_state(guidance, tensors)
 
     job = SceneJob({"dmtet": dmtet, "texture": texture}, optimizer, step, state_tensors, load_state_tensors)
     result = run_loop(run, job, steps=config.steps, config=config.loop, resuming=resuming, device=device,

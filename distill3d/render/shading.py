@@ -11,6 +11,8 @@ from torch import Tensor
 
 from distill3d.cameras import Cameras
 from distill3d.errors import UserError
+from distill3d.render.backgrounds import background_image
+from distill3d.render_output import RenderOutput
 from distill3d.world.reference_render import AMBIENT
 
 
@@ -52,3 +54,17 @@ def lambertian(albedo_premultiplied: Tensor, normal: Tensor, light: Tensor, ambi
     normal [B, H, W, 3], light [B, 3]."""
     cos = (normal * light[:, None, None, :]).sum(-1, keepdim=True).clamp_min(0.0)
     return albedo_premultiplied * (ambient + (1.0 - ambient) * cos)
+
+
+def shade_and_composite(out: RenderOutput, cameras: Cameras, config: ShadingConfig, generator: torch.Generator,
+                        background: float | Tensor = 1.0) -> Tensor:
+    """Images [B, H, W, 3] for a teacher from a render over black (``out.rgb`` premultiplied by ``out.alpha``,
+    with normals): a share ``shaded_share`` of the views Lambertian-shaded under a random light (drawn from
+    ``generator``: the lights, then which views are shaded), then composited over ``background`` (a number,
+    [3] or [B, 3])."""
+    light = sample_light_directions(cameras, generator)
+    shaded = (torch.rand(len(cameras), generator=generator) < config.shaded_share).to(out.rgb)
+    lit = lambertian(out.rgb, out.normal, light, config.light_ambient)
+    shaded = shaded[:, None, None, None]
+    behind = background_image(background, len(cameras), out.rgb)
+    return shaded * lit + (1 - shaded) * out.rgb + (1.0 - out.alpha) * behind
