@@ -6,7 +6,7 @@ text-to-3d`` (world R-precision over 120 views, attribute accuracy, mask IoU / P
 the reference after the best rotation about the up axis).
 
     python benchmarks/consistent3d_table.py --out runs/c3d_table --representation gaussians \\
-        --steps 500 --prompts 16 --workers 8
+        --steps 800 --prompts 16 --seeds 0,1,2 --workers 16
 
 Runs are spread over ``--workers`` processes, round-robin over ``--gpus`` GPUs. Processes on
 one GPU are time-sliced, so the gain is modest once the teacher runs from CUDA graphs. A finished run keeps its metrics
@@ -14,16 +14,17 @@ JSON, so the command can be repeated to finish an interrupted table. ``--strips 
 8-view PNG strip and a 48-frame turntable (turntable.npz, uint8 [48, 128, 128, 3]) of the first K
 prompts of every row; ``benchmarks/turntable_sheet.py`` puts the turntables side by side.
 
-The pure-torch NeRF costs about 0.6 s a step on an H100 at the paper's settings, so the NeRF rows
-are measured with a cheaper scene for every row alike, e.g.
+The NeRF rows run the default scene (4 cameras a step, 32 samples, 8 hash levels up to 512); the paper's
+(12 cameras, 64 samples) costs 0.24 s a step on an H200, e.g. for a few rows
 
-    python benchmarks/consistent3d_table.py --out runs/c3d_table --representation nerf --steps 500 \\
-        --cameras-per-step 4 --num-samples 32 --hash-levels 8 --hash-max-resolution 512
+    python benchmarks/consistent3d_table.py --out runs/c3d_paper_scene --representation nerf --steps 500 \\
+        --cameras-per-step 12 --num-samples 64 --hash-levels 16 --hash-max-resolution 4096 --variants sds,cds
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -44,39 +45,58 @@ FAR_CAMERAS = ["cameras.distance_min=2.5", "cameras.distance_max=3.0", "cameras.
 THREESTUDIO_CAMERAS = ["cameras.distance_min=1.5", "cameras.distance_max=2.0", "cameras.fovy_min=40",
                        "cameras.fovy_max=70"]
 
+OLD_GAUSSIANS = ["densify_gaussians=false", "optim.means_lr_end=none", "scene.gaussians.count=20000",
+                 "scene.gaussians.radius=0.9", "optim.gaussians.means=1.6e-4", "optim.gaussians.quats=1e-3",
+                 "optim.gaussians.sh_dc=2.5e-3", "optim.gaussians.sh_rest=1.25e-4"]
+"""The Gaussians' start and schedule before DreamGaussian's recipe: a 20000-point ball filling the frame, 3DGS's
+rates, no densification."""
+
+
+def sds(*fields: str) -> list[str]:
+    return ["guidance=sds", *fields]
+
+
+def cds(*fields: str) -> list[str]:
+    return ["guidance=cds", *fields]
+
+
 VARIANTS: dict[str, list[str]] = {  # Consistent3DConfig fields of each row, as ``--set FIELD=VALUE``
-    # the paper's rows, on the defaults
-    "sds": ["guidance=sds"],                                            # DreamFusion baseline
-    "cds_a_random_t": ["cds.t_sampling=random"],                        # ablation (a)
-    "cds_b_predetermined_t": ["cds.t_sampling=predetermined"],          # ablation (b)
-    "cds_c_fresh_noise": ["cds.fixed_noise=false"],                     # ablation (c)
-    "cds": [],                                                          # (d) full CDS
-    "cds_x0_skip": ["cds.skip_jacobian_of=x0"],      # the other reading of Sec. 4.2 (guidance/cds.py)
-    # which choice matters: CDS as the paper or the code writes it, the cameras, the Gaussians' schedule
-    "cds_paper": PAPER_CDS,
-    "cds_code": CODE_CDS,
-    "cds_paper_cameras": PAPER_CAMERAS,
-    "cds_teacher_cameras": TEACHER_CAMERAS,
-    "cds_far_cameras": FAR_CAMERAS,
-    "cds_threestudio_cameras": THREESTUDIO_CAMERAS,
-    "sds_paper_cameras": ["guidance=sds", *PAPER_CAMERAS],
-    "cds_no_densify": ["densify_gaussians=false"],
-    "cds_random_background": ["shading.random_background_share=0.5"],
-    "cds_constant_means_lr": ["optim.means_lr_end=none"],
-    "cds_old_gaussians": ["densify_gaussians=false", "optim.means_lr_end=none", "scene.gaussians.count=20000",
-                          "scene.gaussians.radius=0.9", "optim.gaussians.means=1.6e-4", "optim.gaussians.quats=1e-3",
-                          "optim.gaussians.sh_dc=2.5e-3", "optim.gaussians.sh_rest=1.25e-4"],
-    "cds_code_paper_cameras": [*CODE_CDS, *PAPER_CAMERAS],
-    "cds_code_teacher_cameras": [*CODE_CDS, *TEACHER_CAMERAS],
-    "cds_code_far_cameras": [*CODE_CDS, *FAR_CAMERAS],
-    "cds_paper_teacher_cameras": [*PAPER_CDS, *TEACHER_CAMERAS],
-    "sds_teacher_cameras": ["guidance=sds", *TEACHER_CAMERAS],
-    "sds_far_cameras": ["guidance=sds", *FAR_CAMERAS],
-    "sds_cfg_30": ["guidance=sds", "sds.guidance_scale=30"],
-    "sds_3dgs_colour_lr": ["guidance=sds", "optim.gaussians.sh_dc=2.5e-3"],   # 3DGS's colour rate, not DreamGaussian's
-    "sds_no_densify": ["guidance=sds", "densify_gaussians=false"],
-    "sds_grey_start": ["guidance=sds", "scene.gaussians.colour=grey"],   # DreamGaussian's start colour
-    "sds_t_max_annealed": ["guidance=sds", "sds.t_max_end=0.5"],
+    # the paper's rows
+    "sds": sds(),                                                       # DreamFusion baseline (the default)
+    "cds_a_random_t": cds("cds.t_sampling=random"),                     # ablation (a)
+    "cds_b_predetermined_t": cds("cds.t_sampling=predetermined"),       # ablation (b)
+    "cds_c_fresh_noise": cds("cds.fixed_noise=false"),                  # ablation (c)
+    "cds": cds(),                                                       # (d) full CDS
+    "cds_x0_skip": cds("cds.skip_jacobian_of=x0"),   # the other reading of Sec. 4.2 (guidance/cds.py)
+    # CDS as the paper or the authors' code writes it, and the cameras
+    "cds_paper": cds(*PAPER_CDS),
+    "cds_code": cds(*CODE_CDS),
+    "cds_paper_cameras": cds(*PAPER_CAMERAS),
+    "cds_teacher_cameras": cds(*TEACHER_CAMERAS),
+    "cds_far_cameras": cds(*FAR_CAMERAS),
+    "cds_threestudio_cameras": cds(*THREESTUDIO_CAMERAS),
+    "cds_code_paper_cameras": cds(*CODE_CDS, *PAPER_CAMERAS),
+    "cds_code_teacher_cameras": cds(*CODE_CDS, *TEACHER_CAMERAS),
+    "cds_code_far_cameras": cds(*CODE_CDS, *FAR_CAMERAS),
+    "cds_paper_teacher_cameras": cds(*PAPER_CDS, *TEACHER_CAMERAS),
+    "sds_paper_cameras": sds(*PAPER_CAMERAS),
+    "sds_teacher_cameras": sds(*TEACHER_CAMERAS),
+    "sds_far_cameras": sds(*FAR_CAMERAS),
+    "sds_threestudio_cameras": sds(*THREESTUDIO_CAMERAS),
+    # which of the Gaussians' choices matter: each row undoes one of the default's
+    "sds_no_densify": sds("densify_gaussians=false"),
+    "sds_random_background": sds("shading.random_background_share=0.5"),
+    "sds_constant_means_lr": sds("optim.means_lr_end=none"),
+    "sds_old_gaussians": sds(*OLD_GAUSSIANS),
+    "sds_grey_start": sds("scene.gaussians.colour=grey"),               # DreamGaussian's start colour
+    "sds_3dgs_colour_lr": sds("optim.gaussians.sh_dc=2.5e-3"),          # 3DGS's colour rate, not DreamGaussian's
+    "cds_no_densify": cds("densify_gaussians=false"),
+    "cds_random_background": cds("shading.random_background_share=0.5"),
+    "cds_constant_means_lr": cds("optim.means_lr_end=none"),
+    "cds_old_gaussians": cds(*OLD_GAUSSIANS),
+    # the guidance's own settings
+    "sds_cfg_30": sds("sds.guidance_scale=30"),
+    "sds_t_max_annealed": sds("sds.t_max_end=0.5"),
 }
 SCENE_OPTIONS = {"cameras_per_step": "cameras.cameras_per_step", "num_samples": "scene.num_samples",
                  "hash_levels": "scene.nerf.num_levels", "hash_max_resolution": "scene.nerf.max_resolution"}
@@ -121,10 +141,12 @@ def row_config(args, variant: str, seed: int, device_name: str):
     from distill3d.cli.config_overrides import apply_overrides
     from distill3d.methods.consistent3d import Consistent3DConfig
 
-    common = [f"scene.representation={args.representation}", f"steps={args.steps}", f"seed={seed}",
+    # built with its representation, so that the defaults that depend on it (cameras a step) follow
+    base = Consistent3DConfig(scene=dataclasses.replace(Consistent3DConfig().scene, representation=args.representation))
+    common = [f"steps={args.steps}", f"seed={seed}",
               f"device={device_name}", "export.turntable_frames=0", f"loop.checkpoint_every={args.steps}"]
     common += [f"{SCENE_OPTIONS[k]}={v}" for k, v in scene_options(args).items()]
-    return apply_overrides(Consistent3DConfig(), common + VARIANTS[variant])
+    return apply_overrides(base, common + VARIANTS[variant])
 
 
 def run_worker(args) -> None:
@@ -177,6 +199,12 @@ def run_worker(args) -> None:
               f"IoU {metrics['mask_iou']:.3f} PSNR {metrics['psnr']:.2f} ({summary['seconds']:.0f} s)", flush=True)
 
 
+def finished_runs(args, variant: str, seed: int) -> list[dict]:
+    """The metrics of the finished runs of one row and seed."""
+    folder = Path(args.out) / args.representation / variant / f"seed{seed}"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/metrics.json"))]
+
+
 def collect(args) -> dict:
     """Per variant: the mean of every metric over all finished runs, and the spread of the per-seed means
     (their standard deviation over seeds, 0 with one seed)."""
@@ -184,12 +212,7 @@ def collect(args) -> dict:
 
     rows = {}
     for variant in args.variants.split(","):
-        per_seed = {}
-        for seed in seeds(args):
-            found = [json.loads(p.read_text()) for p in sorted((Path(args.out) / args.representation / variant /
-                                                                f"seed{seed}").glob("*/metrics.json"))]
-            if found:
-                per_seed[seed] = found
+        per_seed = {seed: found for seed in seeds(args) if (found := finished_runs(args, variant, seed))}
         runs = [r for found in per_seed.values() for r in found]
         if not runs:
             continue
@@ -257,7 +280,9 @@ def main() -> None:
               "prompts": table_prompts(args.prompts),
               "seeds": seeds(args), "classifier": args.classifier, "workers": args.workers, "gpus": args.gpus,
               "wall_seconds": time.perf_counter() - started,
-              "worker_exit_codes": codes, "rows": rows}
+              "worker_exit_codes": codes, "rows": rows,
+              "runs": [{k: r[k] for k in ("variant", "seed", "prompt", "seconds", *METRICS)}
+                       for v in args.variants.split(",") for seed in seeds(args) for r in finished_runs(args, v, seed)]}
     out = Path(args.out) / f"table_{args.representation}.json"
     out.write_text(json.dumps(result, indent=2))
     print("| variant | runs | " + " | ".join(METRICS) + " | s/run |")

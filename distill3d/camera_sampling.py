@@ -21,7 +21,7 @@ NUM_AZIMUTH_PARTS = 4  # Consistent3D Sec. B.1: azimuth range split into 4 parts
 class OrbitCameraConfig:
     """The cameras of each optimisation step (Consistent3D Sec. B.1; elevation as threestudio's random camera)."""
 
-    cameras_per_step: int = 12     # cameras rendered per step (Sec. B.1: 12)
+    cameras_per_step: int | None = 12  # cameras rendered per step (Sec. B.1: 12); none: the method's default
     resolution: int = 64           # render size in pixels (Sec. 4.3: 64x64 in the coarse stage)
     fovy_min: float = 30.0         # vertical field of view in degrees, uniform in [min, max] (Sec. B.1: 30-45)
     fovy_max: float = 45.0         # upper end of the field of view
@@ -33,7 +33,7 @@ class OrbitCameraConfig:
     elevation_max: float = 45.0    # upper end of the elevation
 
     def __post_init__(self) -> None:
-        if self.cameras_per_step <= 0 or self.resolution <= 0:
+        if (self.cameras_per_step is not None and self.cameras_per_step <= 0) or self.resolution <= 0:
             raise UserError("--cameras-per-step and --cameras.resolution must be positive")
         for name in ("fovy", "distance", "elevation"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
@@ -53,6 +53,8 @@ def sample_quadrant_cameras(config: OrbitCameraConfig, generator: torch.Generato
     part [B] long; bucket [B] index into ``VIEW_BUCKETS``).
     """
     n, c = config.cameras_per_step, config
+    if n is None:
+        raise ValueError("cameras_per_step is unset: the method's config fills it in")
     res = resolution or c.resolution
     part = torch.arange(n) % NUM_AZIMUTH_PARTS
     width = 360.0 / NUM_AZIMUTH_PARTS

@@ -92,6 +92,21 @@ def test_unknown_word_fails_before_any_folder(tmp_path, capsys):
     assert "blorp" in capsys.readouterr().err and not out.exists()
 
 
+def test_length_and_cameras_default_by_representation():
+    from distill3d.methods.consistent3d import DEFAULT_CAMERAS_PER_STEP, DEFAULT_STEPS
+    from distill3d.scene.factory import SceneConfig
+
+    for representation in ("nerf", "gaussians"):
+        config = Consistent3DConfig(scene=SceneConfig(representation=representation))
+        assert config.steps == DEFAULT_STEPS[representation]
+        assert config.cameras.cameras_per_step == DEFAULT_CAMERAS_PER_STEP[representation]
+    assert DEFAULT_CAMERAS_PER_STEP["nerf"] != DEFAULT_CAMERAS_PER_STEP["gaussians"]
+    given = Consistent3DConfig(steps=7, cameras=OrbitCameraConfig(cameras_per_step=3))
+    assert (given.steps, given.cameras.cameras_per_step) == (7, 3)
+    with pytest.raises(ValueError, match="unset"):
+        sample_quadrant_cameras(OrbitCameraConfig(cameras_per_step=None), torch.Generator())
+
+
 def test_quadrant_sampler_one_camera_per_quarter_with_matching_prompt():
     config = OrbitCameraConfig(cameras_per_step=12)
     generator = torch.Generator().manual_seed(3)

@@ -11,7 +11,7 @@ from distill3d.camera_sampling import OrbitCameraConfig
 from distill3d.cli import main
 from distill3d.errors import UserError
 from distill3d.methods.consistent3d import text_to_3d
-from distill3d.methods.mesh_refine import MeshRefineConfig, refine_mesh
+from distill3d.methods.mesh_refine import MeshRefineConfig, load_refined, refine_mesh
 from distill3d.scene.dmtet import DMTetConfig
 from distill3d.training.scene_loop import LoopConfig
 
@@ -45,6 +45,14 @@ def test_refinement_writes_a_textured_mesh_and_resumes(coarse, tmp_path):
     assert config["method"] == "text-to-3d-refine" and config["prompt"] == PROMPT
     more = refine_mesh(coarse, tiny_refine(steps=3), tmp_path / "fine", resume=True, progress=False)
     assert more["steps"] == 3
+    # the checkpoint gives back the exported mesh and its colours (what benchmarks/eval_refined_mesh.py scores)
+    verts, faces, colour = load_refined(tmp_path / "fine")
+    exported = trimesh.load(tmp_path / "fine" / "mesh.glb", force="mesh")
+    assert faces.shape[0] == len(exported.faces) and verts.shape[1] == 3
+    rgb = colour(verts[:7])
+    assert rgb.shape == (7, 3) and float(rgb.min()) >= 0.0 and float(rgb.max()) <= 1.0
+    with pytest.raises(UserError, match="not a `distill3d text-to-3d-refine` run"):
+        load_refined(coarse)
 
 
 def test_refinement_refuses_what_it_cannot_start_from(coarse, tmp_path):

@@ -2,10 +2,10 @@
 
 Text-to-3D (Consistent3D's pipeline) for one world prompt with the shipped teacher, cut down
 so that it ends in a few minutes on 2 CPU cores: 3D Gaussians, 2 cameras per step instead of
-12, 180 steps instead of 2000, and SDS, which costs one teacher call a step where CDS costs
-two. The result is a grainy blob in the prompt's colour, not the object: the teacher's 64x64
-forward pass costs about 0.2 s per image here, so the time budget buys a few hundred teacher
-images. The world's exact turntable of the same prompt is written beside it, and the world
+12, 180 steps instead of 800, and SDS (the default), which costs one teacher call a step where
+CDS costs two. The teacher's 64x64 forward pass costs about 0.2 s per image here, so the time
+budget buys a few hundred teacher images: the result has the prompt's shape and colour with a
+speckled surface (benchmarks/RESULTS.md shows and scores it). The world's exact turntable of the same prompt is written beside it, and the world
 classifier scores the result; the scores and what they mean are saved in summary.json.
 
 ``--reconstruct`` runs the reconstruction demo instead: a multi-view data set of the object,

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
 from distill3d.camera_sampling import OrbitCameraConfig, sample_quadrant_cameras, view_prompts
-from distill3d.configs import config_to_dict
+from distill3d.configs import config_from_dict, config_to_dict
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.export.scene import TURNTABLE_DISTANCE
@@ -164,6 +164,25 @@ def refine_mesh(coarse_dir: str | Path, config: MeshRefineConfig, out_dir: str |
                "steps": result.step, "seconds": round(result.seconds, 2), "device": str(device),
                "final_loss": result.loss, "final_stats": result.stats}
     return finish_run(run, summary, lambda: export_refined(dmtet, colour, run.path, config))
+
+
+def load_refined(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Callable]:
+    """The refined mesh of a ``text-to-3d-refine`` run at its last checkpoint: vertices [V, 3], faces [F, 3]
+    and its colour field (points [N, 3] -> rgb [N, 3]); the coarse run must still be where it was."""
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    if saved.get("method") != METHOD:
+        raise UserError(f"{run.path} is not a `distill3d {METHOD}` run")
+    if run.usable_checkpoint() is None:
+        raise UserError(f"{run.path} has no checkpoint yet")
+    config = config_from_dict(MeshRefineConfig, saved)
+    coarse, _, _ = read_coarse_run(saved["coarse_run"])
+    texture = load_run_scene(coarse, device).module
+    dmtet = DMTet(config.dmtet).to(device)
+    run.load_checkpoint({"dmtet": dmtet, "texture": texture}, device=device)
+    with torch.no_grad():
+        verts, faces = dmtet.mesh()
+    return verts, faces, lambda points: texture.query(points)[1]
 
 
 @torch.no_grad()
