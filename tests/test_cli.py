@@ -40,8 +40,8 @@ def test_every_option_of_a_method_is_described_with_its_default(command):
     help_text = {a.option_strings[0]: a.help for a in options}
     assert "(default: " not in help_text["--steps"] or command == ["fit"]  # text-to-3d: by representation
     if command == ["text-to-3d"]:
-        assert "nerf 10000, gaussians 2000" in help_text["--steps"]
-        assert help_text["--scene.num-samples"].endswith("(default: 64)")  # the method's own default
+        assert "nerf 500, gaussians 800" in help_text["--steps"]
+        assert help_text["--scene.num-samples"].endswith("(default: 32)")  # the method's own default
         assert help_text["--cds.cfg-start"].endswith("(default: 50.0)")
         assert not any(name in ("--delta", "--Delta") for a in options for name in a.option_strings)
     else:
@@ -57,9 +57,9 @@ def test_text_to_3d_options_reach_the_nested_config(tmp_path, monkeypatch):
     assert main(["text-to-3d", "a red striped torus", "--out", str(tmp_path / "r"), "--representation", "gaussians",
                  "--cds.t-max", "0.6", "--sds.t-max", "0.9", "--cameras-per-step", "4", "--no-fixed-noise"]) == 0
     config = seen["config"]
-    assert config.scene.representation == "gaussians" and config.steps == 2000  # resolved by representation
+    assert config.scene.representation == "gaussians" and config.steps == 800  # resolved by representation
     assert (config.cds.t_max, config.sds.t_max, config.cameras.cameras_per_step) == (0.6, 0.9, 4)
-    assert config.cds.fixed_noise is False and config.scene.num_samples == 64 and config.optim.grid_lr == 0.05
+    assert config.cds.fixed_noise is False and config.scene.num_samples == 32 and config.optim.grid_lr == 0.05
 
 
 @pytest.mark.parametrize("argv, says", [

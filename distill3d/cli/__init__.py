@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "text-to-3d": ("distill3d.cli.text_to_3d", "distil a text prompt into a NeRF (mesh) or 3D Gaussians"),
     "text-to-3d-refine": ("distill3d.cli.text_to_3d_refine",
                           "refine a text-to-3d NeRF run into a textured mesh (Consistent3D's second stage)"),
+    "dd3g": ("distill3d.cli.dd3g", "DD3G: collect the multi-view teacher's quadruples for the image-to-3D student"),
     "export": ("distill3d.cli.export", "write the assets of a run folder (ply, glb, obj, mp4, gif, model)"),
     "teacher": ("distill3d.cli.teacher", "train, sample and evaluate the world teachers and classifier"),
     "eval": ("distill3d.cli.eval", "score finished runs against the world's ground truth"),

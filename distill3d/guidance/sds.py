@@ -72,11 +72,13 @@ def sample_sds_timesteps(config: SDSConfig, T: int, batch: int, step: int, *, to
 
 class SDSLoss:
     """``loss(images [B, H, W, 3] in [0, 1], teacher, cond, step) -> (loss, stats)`` of a run of
-    ``total_steps`` steps (used only by ``t_max_end``); timesteps and noise are drawn from (``seed``, step)."""
+    ``total_steps`` steps (used only by ``t_max_end``); timesteps and noise are drawn from (``seed``, step).
+    ``group_size`` G > 1 draws one t per group of G consecutive views (a multi-view teacher's group,
+    as MVDream's and DD3G's multi-view SDS); the noise stays independent per view."""
 
-    def __init__(self, config: SDSConfig | None = None, *, total_steps: int, seed: int = 0):
+    def __init__(self, config: SDSConfig | None = None, *, total_steps: int, seed: int = 0, group_size: int = 1):
         self.config = config or SDSConfig()
-        self.total_steps, self.seed = total_steps, seed
+        self.total_steps, self.seed, self.group_size = total_steps, seed, group_size
 
     def __call__(
         self, images: Tensor, teacher: Teacher, cond: Any, step: int, noise: Tensor | None = None
@@ -86,8 +88,11 @@ class SDSLoss:
         x = teacher.encode_images(at_teacher_resolution(images, teacher))  # [B, C, h, w], differentiable
         batch = x.shape[0]
         schedule = teacher.schedule
-        t = sample_sds_timesteps(config, schedule.num_train_timesteps, batch, step, total_steps=self.total_steps,
-                                 seed=self.seed).to(x.device)
+        if batch % self.group_size:
+            raise ValueError(f"{batch} views do not split into groups of {self.group_size}")
+        t = sample_sds_timesteps(config, schedule.num_train_timesteps, batch // self.group_size, step,
+                                 total_steps=self.total_steps, seed=self.seed)
+        t = t.repeat_interleave(self.group_size).to(x.device)
         if noise is None:
             noise = torch.randn(x.shape, generator=step_generator(self.seed, step, stream=1))
         eps = noise.to(x.device, torch.float32)

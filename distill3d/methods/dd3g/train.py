@@ -1,0 +1,172 @@
+"""Training DD3G's student on collected quadruples (Sec. III-C) with the shared network trainer
+(``distill3d.training.network_trainer``: resumable, time-boxed, EMA, accelerate for many GPUs).
+
+One step, for a batch of B quadruples with K output views each:
+1. the cameras go into the student's frame (``student_cameras``), Gaussians G = PEPD(II, N, C);
+2. explicit supervision: G rendered at C against OI (Eq. 3-4);
+3. implicit verification: G rendered at K random cameras c~ over a random grey, multi-view SDS from
+   the teacher with one t per object (Eq. 5, 8), weighted by the curriculum beta_i (Eq. 6);
+4. the opacity term (Eq. 7).
+
+The student's frame is the teacher's (``multiview_cameras``, "level": the input camera's azimuth,
+world up kept) scaled so that the input camera sits at ``STUDENT_FRAME_DISTANCE``: a single image fixes
+the object's size only relative to its distance, and at the world's typical distance the Gaussians'
+bounds and scale range (``gaussian_heads``) are in world units. ``to_world`` maps the Gaussians back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from distill3d.cameras import Cameras, orbit_cameras
+from distill3d.data.quadruples import FIELDS, QuadrupleDataset, params_to_cameras, quadruple_noise
+from distill3d.guidance.sds import SDSLoss
+from distill3d.methods.dd3g.objective import ObjectiveConfig, curriculum_beta, opacity_term, random_grey
+from distill3d.methods.dd3g.gaussian_heads import GaussianHeadsConfig
+from distill3d.methods.dd3g.image_encoder import ImageEncoderConfig
+from distill3d.methods.dd3g.pattern_extraction import PatternExtractionConfig
+from distill3d.methods.dd3g.progressive_decoding import ProgressiveDecodingConfig
+from distill3d.methods.dd3g.student import PEPDConfig, PEPDStudent
+from distill3d.optim import OptimConfig
+from distill3d.random_streams import Generators
+from distill3d.render.splat import render_gaussian_batch
+from distill3d.scene.gaussian_batch import GaussianBatch
+from distill3d.world_models.multiview_cameras import relative_cameras, split_groups
+from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
+
+KIND = "dd3g-student"
+STUDENT_FRAME_DISTANCE = 2.6
+"""Distance of the input camera in the student's frame: the middle of the world's 2.2-3.0."""
+PerceptualFn = Callable[[Tensor, Tensor], Tensor]
+"""``distance(a [B, H, W, 3], b [B, H, W, 3]) -> [B]``, images in [0, 1] (``distill3d.eval.perceptual``)."""
+
+
+@dataclass
+class DD3GTrainConfig:
+    """Settings of ``distill3d dd3g train`` (the run's identity: a resume must match them)."""
+
+    kind: str = KIND
+    data: str = ""                      # a folder written by ``distill3d dd3g collect``
+    teacher: str = DEFAULT_MULTIVIEW    # the verifier of the implicit verification (the collection's teacher)
+    perceptual: str = "classifier"      # the distance of L_ES (``distill3d.eval.perceptual``)
+    steps: int = 20000                  # training steps (I of Eq. 6)
+    # DD3G Sec. IV-A: Adam at lr 1e-5, EMA, gradient clipping (the paper clips values to (-5, 5); the shared
+    # trainer clips the norm), batch 72 at 256x256; here AdamW without decay and a per-process batch
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=16, lr=1e-5, warmup_steps=500,
+                                                                   grad_clip=5.0, ema_decay=0.999))
+    student: PEPDConfig = field(default_factory=PEPDConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+
+def tiny_student() -> PEPDConfig:
+    """A student of a few thousand parameters at the world's 64 x 64 and 4 views, for CPU tests."""
+    return PEPDConfig(token_dim=16, image_encoder=ImageEncoderConfig(stride=8, hidden=8),
+                      pattern=PatternExtractionConfig(channels=(8, 16, 16, 16), layers=1, head_dim=8, norm_groups=4),
+                      decoder=ProgressiveDecodingConfig(num_blocks=6, head_dim=8,
+                                                        heads=GaussianHeadsConfig(gaussians_per_token=2)))
+
+
+def student_cameras(input_cameras: Cameras, target_cameras: Cameras) -> Cameras:
+    """Target cameras [B*K] in the student's frame (module docstring)."""
+    _, targets = relative_cameras(input_cameras, target_cameras, frame="level")
+    c2w = targets.c2w.clone()
+    c2w[:, :3, 3] *= STUDENT_FRAME_DISTANCE
+    return Cameras(c2w, targets.K, targets.width, targets.height)
+
+
+class QuadrupleSource:
+    """The collected quadruples in memory (uint8) as a ``BatchSource``; records the step it is at."""
+
+    def __init__(self, root: str, teacher: WorldMultiViewTeacher, device: torch.device):
+        dataset = QuadrupleDataset(root)
+        self.data = {k: dataset.data[k] for k in FIELDS}
+        self.noise_channels, self.teacher, self.device = dataset.noise_channels, teacher, device
+        self.render_seconds, self.step = 0.0, 0
+
+    def fill(self, generator: torch.Generator, progress: bool = True) -> None:
+        pass
+
+    def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
+        self.step = step
+        return False
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        pass
+
+    def sample(self, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """II [b, R, R, 3], OI [b, K, R, R, 3] in [0, 1], N [b, K, C, R, R], camera_params [b, 1 + K, 4]."""
+        pick = torch.randint(len(self.data["index"]), (batch,), generator=generator)
+        out = {k: self.data[k][pick] for k in ("camera_params", "input_image", "output_images", "noise_seed")}
+        K, R = out["output_images"].shape[1:3]
+        out["noise"] = torch.stack([quadruple_noise(int(s), K, self.noise_channels, R) for s in out["noise_seed"]])
+        out["input_image"] = out["input_image"].float() / 255.0
+        out["output_images"] = out["output_images"].float() / 255.0
+        return {k: v.to(self.device) for k, v in out.items()}
+
+
+def random_view_cameras(params: Tensor, count: int, elevation: tuple[float, float], resolution: int,
+                        generator: torch.Generator) -> Cameras:
+    """``count`` cameras per object at its input camera's distance and fovy, azimuth uniform in [-180, 180),
+    elevation uniform in ``elevation`` (DD3G Sec. IV-A's c~), from params [B, 1 + K, 4]: [B * count]."""
+    B = params.shape[0]
+    u = torch.rand(B, count, 2, generator=generator)
+    lo, hi = elevation
+    distance, fovy = params[:, :1, 2].expand(B, count), params[:, :1, 3].expand(B, count)
+    return orbit_cameras((lo + (hi - lo) * u[..., 0]).reshape(-1), (360.0 * u[..., 1] - 180.0).reshape(-1),
+                         distance.reshape(-1).cpu(), fovy.reshape(-1).cpu(), resolution, resolution)
+
+
+class DD3GTask:
+    """The student, its data and its loss for ``run_training`` (module docstring)."""
+
+    export_dtype = torch.float32
+
+    def __init__(self, config: DD3GTrainConfig, perceptual: Callable[[torch.device], PerceptualFn]):
+        """``perceptual(device)`` builds the distance of L_ES on a process's device (the caller picks it from
+        ``config.perceptual``; methods do not import ``eval``)."""
+        self.config, self.make_perceptual = config, perceptual
+        self.perceptual: PerceptualFn | None = None
+
+    def build_model(self) -> nn.Module:
+        return PEPDStudent(self.config.student)
+
+    def build_source(self, device: torch.device) -> QuadrupleSource:
+        self.perceptual = self.make_perceptual(device)
+        teacher = WorldMultiViewTeacher.from_pretrained(self.config.teacher, device=device)
+        return QuadrupleSource(self.config.data, teacher, device)
+
+    def loss(self, model: nn.Module, source: QuadrupleSource, batch_size: int, generators: Generators) -> Tensor:
+        cfg, obj = self.config, self.config.objective
+        batch = source.sample(batch_size, generators.data)
+        B, K, R = batch["output_images"].shape[:3]
+        inputs, targets = split_groups(params_to_cameras(batch["camera_params"].reshape(-1, 4).cpu(), R), K)
+        cams = student_cameras(inputs, targets).to(source.device)
+        gaussians: GaussianBatch = model(batch["input_image"], batch["noise"], cams)
+        loss = obj.opacity_weight * opacity_term(gaussians.opacities)  # DD3G Eq. 7
+        if obj.explicit_supervision:  # DD3G Eq. 3-4
+            renders = render_gaussian_batch(gaussians, cams, background=1.0).rgb
+            teacher_views = batch["output_images"].reshape(B * K, R, R, 3)
+            loss = loss + obj.mse_weight * (renders - teacher_views).square().mean() \
+                + obj.perceptual_weight * self.perceptual(renders, teacher_views).mean()
+        beta = curriculum_beta(source.step, cfg.steps, obj.eta) if obj.implicit_verification else 0.0
+        if beta > 0:  # DD3G Eq. 5, weighted by Eq. 6
+            views = random_view_cameras(batch["camera_params"], K, obj.iv_elevation, R, generators.data)
+            grey = random_grey(B, generators.data) if obj.random_background else torch.ones(B)  # DD3G Eq. 8
+            renders = render_gaussian_batch(gaussians, student_cameras(inputs, views).to(source.device),
+                                            background=grey[:, None].expand(B, 3).to(source.device)).rgb
+            cond = source.teacher.encode_condition(batch["input_image"], inputs, views)
+            sds = SDSLoss(obj.sds, total_steps=cfg.steps, seed=cfg.optim.seed, group_size=K)
+            iv, _ = sds(renders, source.teacher, cond, source.step)
+            loss = loss + beta * iv
+        return loss
+
+
+__all__ = ["DD3GTrainConfig", "DD3GTask", "tiny_student", "QuadrupleSource", "student_cameras", "random_view_cameras", "KIND",
+           "STUDENT_FRAME_DISTANCE"]
