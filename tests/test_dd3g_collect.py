@@ -88,3 +88,29 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert main(["dd3g", "verify", str(tmp_path / "nothing")]) == 2
     with pytest.raises(UserError, match="no meta.json"):
         QuadrupleDataset(tmp_path)
+
+
+def test_a_folder_of_images_is_collected_with_the_assumed_input_camera(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from distill3d.methods.dd3g.input_images import ASSUMED_DISTANCE, ASSUMED_ELEVATION
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgba = np.zeros((40, 30, 4), np.uint8)
+    rgba[10:30, 5:25] = (200, 30, 30, 255)  # a red square on a transparent background
+    Image.fromarray(rgba).save(folder / "square.png")
+    Image.fromarray(rgba[..., :3]).save(folder / "dark.jpg")
+    root = tmp_path / "q"
+    summary = collect_quadruples(tiny(count=3, ddim_steps=1, images=str(folder)), root, progress=False)
+    assert summary["complete"]
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["objects"] == ["dark.jpg", "square.png"] and meta["images"] == str(folder)
+    data = QuadrupleDataset(root)
+    params = data.data["camera_params"]
+    assert torch.all(params[:, 0, 0] == ASSUMED_ELEVATION) and torch.all(params[..., 2] == ASSUMED_DISTANCE)
+    square = data[1]["input_image"]  # item 1 is the second file: the square, over white
+    assert torch.allclose(square[0, 0], torch.ones(3)) and square[32, 32, 0] > 0.7 and square[32, 32, 1] < 0.2
+    result = verify_quadruples(root, items=2, device="cpu")
+    assert result["reproduced"] and result["input_max_abs_diff_uint8"] == 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distill3d.scene.gaussians import Gaussians
+from distill3d.scene.gaussians import Gaussians, quat_multiply, rotmat_to_quat
 
 __all__ = ["GaussianBatch"]
 
@@ -78,6 +78,19 @@ class GaussianBatch:
 
     def detach(self) -> GaussianBatch:
         return GaussianBatch(**{name: t.detach() for name, t in self.tensors().items()})
+
+    def transformed(self, rotation: torch.Tensor, scale: torch.Tensor) -> GaussianBatch:
+        """Each scene s moved by x -> rotation[s] (scale[s] x): rotation [S, 3, 3], scale [S] > 0 (a similarity
+        about the origin); orientations turn with it, sizes scale, opacities and colours are kept."""
+        S = len(self)
+        if rotation.shape != (S, 3, 3) or scale.shape != (S,):
+            raise ValueError(f"rotation must be [{S}, 3, 3] and scale [{S}], got {list(rotation.shape)}, "
+                             f"{list(scale.shape)}")
+        rotation, scale = rotation.to(self.means), scale.to(self.means)
+        means = torch.einsum("sij,snj->sni", rotation, self.means) * scale[:, None, None]
+        quats = quat_multiply(rotmat_to_quat(rotation)[:, None, :], self.quats)
+        return GaussianBatch(means=means, quats=quats, scales=self.scales * scale[:, None, None],
+                             opacities=self.opacities, colours=self.colours)
 
     def scene(self, i: int) -> Gaussians:
         """Scene ``i`` as ``Gaussians`` of SH degree 0 (log-scales, opacity logits, SH DC from rgb).

@@ -109,6 +109,36 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
+def rotmat_to_quat(rotations: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] rotation matrices -> [..., 4] unit quaternions (w, x, y, z) with w >= 0.
+
+    Each of the four candidate forms (largest of w^2, x^2, y^2, z^2 under the root) is computed and the
+    best-conditioned one kept, so the result is accurate for every rotation.
+    """
+    m = rotations
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    squares = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
+                           1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)  # 4 w^2, 4 x^2, 4 y^2, 4 z^2
+    r = lambda i, j: m[..., i, j]  # noqa: E731
+    candidates = torch.stack([  # row k: the quaternion times 4 q_k, from the root of squares[k]
+        torch.stack([squares[..., 0], r(2, 1) - r(1, 2), r(0, 2) - r(2, 0), r(1, 0) - r(0, 1)], -1),
+        torch.stack([r(2, 1) - r(1, 2), squares[..., 1], r(1, 0) + r(0, 1), r(0, 2) + r(2, 0)], -1),
+        torch.stack([r(0, 2) - r(2, 0), r(1, 0) + r(0, 1), squares[..., 2], r(2, 1) + r(1, 2)], -1),
+        torch.stack([r(1, 0) - r(0, 1), r(0, 2) + r(2, 0), r(2, 1) + r(1, 2), squares[..., 3]], -1)], dim=-2)
+    best = squares.argmax(dim=-1)
+    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    q = F.normalize(q, dim=-1)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product a b of [..., 4] quaternions (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
 # ---------------------------------------------------------------------- the scene
 @dataclass
 class Gaussians:

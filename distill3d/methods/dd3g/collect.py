@@ -1,10 +1,13 @@
 """DD3G's quadruple collection (Sec. III-A): for each item draw the initial noise N and the cameras C,
-render the input image II of a training object, and run the teacher's deterministic 50-step DDIM from N
-to the output views OI. Written as shards by ``distill3d.data.quadruples``.
+take the input image II (a world training object rendered exactly, or an image of ``--images``), and run
+the teacher's deterministic 50-step DDIM from N to the output views OI. Written as shards by
+``distill3d.data.quadruples``.
 
-- Item ``i`` depends on ``(seed, i)`` alone: its object is training object ``i mod len(objects)``
-  (held-out objects are never collected), its cameras come from ``item_generator(seed, i)`` laid out
-  as the multi-view teacher's groups (``sample_multiview_groups``), its noise from ``noise_seed(seed, i)``.
+- Item ``i`` depends on ``(seed, i)`` alone: its source is source ``i mod len(sources)`` (the world's
+  training objects: held-out objects are never collected; or the folder's images), its cameras come
+  from ``item_generator(seed, i)`` laid out as the multi-view teacher's groups
+  (``sample_multiview_groups``; for an image, with the assumed input camera of ``input_images``), its
+  noise from ``noise_seed(seed, i)``.
 - Shards are the unit of work: shard ``s`` goes to process ``s mod world_size`` (``RANK`` and
   ``WORLD_SIZE`` as set by torchrun or ``accelerate launch``), a finished shard is skipped on resume,
   and a shard is renamed into place only once written.
@@ -28,8 +31,7 @@ from distill3d.data.quadruples import (KIND, params_to_cameras, quadruple_noise,
 from distill3d.data.shards import item_generator, open_dataset_dir, write_text_atomic
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
-from distill3d.world.reference_render import render_reference
-from distill3d.world.split import train_objects
+from distill3d.methods.dd3g.input_images import InputImages, assume_input_camera
 from distill3d.world_models.multiview_cameras import MultiViewGroupCameras, sample_multiview_groups, split_groups
 from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 
@@ -46,6 +48,7 @@ class CollectConfig:
     shard_size: int = 256              # items per shard file
     batch_size: int = 64               # groups per teacher call
     device: str = "auto"               # auto: cuda when available, else cpu
+    images: str = ""                   # a folder of input images (RGBA on any background); empty: world objects
     cameras: MultiViewGroupCameras = field(default_factory=MultiViewGroupCameras)  # the teacher's own layout
 
     def __post_init__(self) -> None:
@@ -71,32 +74,31 @@ def load_multiview_teacher(name: str, device: torch.device) -> WorldMultiViewTea
     return WorldMultiViewTeacher.from_pretrained(name, device=device)
 
 
-def plan_items(indices: range, config: CollectConfig, resolution: int) -> dict[str, Tensor]:
-    """Objects [n], camera parameters [n, 1 + K, 4] and noise seeds [n] of the items ``indices``."""
-    objects = train_objects()
+def plan_items(indices: range, config: CollectConfig, sources: InputImages) -> dict[str, Tensor]:
+    """Sources [n], camera parameters [n, 1 + K, 4] and noise seeds [n] of the items ``indices``."""
     params, seeds = [], []
     for i in indices:
-        _, p = sample_multiview_groups(1, resolution, config.cameras, item_generator(config.seed, i))
+        _, p = sample_multiview_groups(1, sources.resolution, config.cameras, item_generator(config.seed, i))
         params.append(torch.stack([p[k][0] for k in ("elevation", "azimuth", "distance", "fovy")], dim=-1))
         seeds.append(noise_seed(config.seed, i))
+    camera_params = torch.stack(params).float()
+    if sources.assumes_cameras:
+        camera_params = assume_input_camera(camera_params)
     return {"index": torch.tensor(list(indices), dtype=torch.int64),
-            "object": torch.tensor([i % len(objects) for i in indices], dtype=torch.int64),
-            "camera_params": torch.stack(params).float(),
-            "noise_seed": torch.tensor(seeds, dtype=torch.int64)}
+            "object": torch.tensor([i % len(sources.names) for i in indices], dtype=torch.int64),
+            "camera_params": camera_params, "noise_seed": torch.tensor(seeds, dtype=torch.int64)}
 
 
 @torch.no_grad()
 def teacher_views(teacher: WorldMultiViewTeacher, plan: dict[str, Tensor], config: CollectConfig,
-                  input_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """II [n, R, R, 3] (rendered unless given) and OI [n, K, R, R, 3], in [0, 1], of the planned items."""
+                  sources: InputImages) -> tuple[Tensor, Tensor]:
+    """II [n, R, R, 3] and OI [n, K, R, R, 3], in [0, 1], of the planned items."""
     R, K = teacher.native_image_size, config.cameras.num_views
     n = plan["index"].shape[0]
     cameras = params_to_cameras(plan["camera_params"].reshape(-1, 4), R)
     inputs, targets = split_groups(cameras, K)
-    if input_image is None:  # rendered, then quantised as stored, so that the stored II is what the teacher saw
-        objects = train_objects()
-        rendered = render_reference([objects[int(o)] for o in plan["object"]], inputs.to(teacher.device)).rgb
-        input_image = to_uint8(rendered).float() / 255.0
+    # quantised as stored, so that the stored II is what the teacher saw
+    input_image = to_uint8(sources.images(plan["object"], inputs.to(teacher.device))).float() / 255.0
     noise = torch.cat([quadruple_noise(int(s), K, teacher.latent_channels, R) for s in plan["noise_seed"]])
     cond = teacher.encode_condition(input_image.to(teacher.device), inputs, targets)
     outputs = teacher.sample(cond, num_steps=config.ddim_steps, guidance_scale=config.guidance_scale,
@@ -109,7 +111,8 @@ def collection_meta(config: CollectConfig, teacher: WorldMultiViewTeacher) -> di
             "ddim_steps": config.ddim_steps, "guidance_scale": config.guidance_scale,
             "shard_size": config.shard_size, "resolution": int(teacher.native_image_size),
             "noise_channels": int(teacher.latent_channels), "views": config.cameras.num_views,
-            "cameras": config_to_dict(config.cameras), "objects": [o.prompt for o in train_objects()]}
+            "cameras": config_to_dict(config.cameras), "images": config.images,
+            "objects": InputImages(config.images or None, int(teacher.native_image_size)).names}
 
 
 def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bool = False,
@@ -119,6 +122,7 @@ def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bo
     rank, world = distributed_rank()
     device = pick_device(config.device)
     teacher = load_multiview_teacher(config.teacher, device)
+    sources = InputImages(config.images or None, int(teacher.native_image_size))
     meta = collection_meta(config, teacher)
     open_dataset_dir(root, meta, resume=resume or rank > 0)  # other ranks join rank 0's folder
     shards = [s for s, _ in enumerate(shard_ranges(config.count, config.shard_size)) if s % world == rank]
@@ -129,9 +133,8 @@ def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bo
     for s in todo:
         parts = []
         for start in range(ranges[s].start, ranges[s].stop, config.batch_size):
-            plan = plan_items(range(start, min(start + config.batch_size, ranges[s].stop)), config,
-                              int(teacher.native_image_size))
-            ii, oi = teacher_views(teacher, plan, config)
+            plan = plan_items(range(start, min(start + config.batch_size, ranges[s].stop)), config, sources)
+            ii, oi = teacher_views(teacher, plan, config, sources)
             parts.append({**plan, "input_image": to_uint8(ii).cpu(), "output_images": to_uint8(oi).cpu()})
             bar.update(len(plan["index"]))
         write_shard(shard_file(root, s), {k: torch.cat([p[k] for p in parts]) for k in parts[0]})
@@ -160,13 +163,14 @@ def verify_quadruples(root: str | Path, items: int = 4, device: str = "auto") ->
         raise UserError(f"{root} holds no finished quadruple shard")
     config = CollectConfig(count=meta["count"], seed=meta["seed"], teacher=meta["teacher"],
                            ddim_steps=meta["ddim_steps"], guidance_scale=meta["guidance_scale"], device=device,
-                           cameras=config_from_dict(MultiViewGroupCameras, meta["cameras"]))
+                           images=meta.get("images", ""), cameras=config_from_dict(MultiViewGroupCameras, meta["cameras"]))
+    sources = InputImages(config.images or None, meta["resolution"])
     stored = {k: v[:items] for k, v in read_shard(shard_file(root, 0)).items()}
     replanned = plan_items(range(int(stored["index"][0]), int(stored["index"][0]) + len(stored["index"])), config,
-                           meta["resolution"])
+                           sources)
     same_plan = all(torch.equal(replanned[k], stored[k]) for k in replanned)
     teacher = load_multiview_teacher(config.teacher, pick_device(device))
-    ii, oi = teacher_views(teacher, stored, config)  # II rendered again
+    ii, oi = teacher_views(teacher, stored, config, sources)  # II rendered or read again
     ii_diff = (to_uint8(ii).cpu().int() - stored["input_image"].int()).abs()
     oi_diff = (to_uint8(oi).cpu().int() - stored["output_images"].int()).abs()
     return {"items": len(stored["index"]), "plan_reproduced": same_plan,

@@ -1,0 +1,108 @@
+"""DD3G inference and its evaluation on the CPU, with an untrained tiny student saved as a model folder."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill3d.cli import main
+from distill3d.configs import config_to_dict
+from distill3d.errors import UserError
+from distill3d.eval.image_to_3d import ImageTo3DEvalConfig, evaluate_student
+from distill3d.eval.perceptual import perceptual_distance
+from distill3d.export.ply import read_gaussians_ply
+from distill3d.methods.dd3g.infer import ImageTo3DConfig, image_to_3d, load_student, predict_gaussians
+from distill3d.methods.dd3g.student import PEPDStudent
+from distill3d.methods.dd3g.train import DD3GTrainConfig, tiny_student
+from distill3d.model_folder import WEIGHTS_FILE, save_weights
+from distill3d.world.prompts import parse_prompt
+from distill3d.world.reference_render import render_reference
+from distill3d.cameras import orbit_cameras
+from distill3d.world_models.classifier import WorldClassifier
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("student")
+    config = DD3GTrainConfig(data="unused", student=tiny_student())
+    torch.manual_seed(0)
+    save_weights(PEPDStudent(config.student), folder / WEIGHTS_FILE, torch.float32)
+    (folder / "config.json").write_text(json.dumps(config_to_dict(config)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def torus_png(tmp_path_factory):
+    obj, _ = parse_prompt("a red striped torus")
+    rgb = render_reference(obj, orbit_cameras(15.0, 0.0, 2.6, 40.0, 96, 80)).rgb[0]
+    path = tmp_path_factory.mktemp("images") / "torus.png"
+    Image.fromarray((rgb.numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+    return path
+
+
+def test_an_image_becomes_gaussians_a_turntable_and_a_summary(model, torus_png, tmp_path):
+    summaries = image_to_3d(torus_png, ImageTo3DConfig(model=str(model), device="cpu", turntable_frames=4),
+                            tmp_path / "out")
+    assert len(summaries) == 1 and summaries[0]["gaussians"] == tiny_student().num_gaussians
+    for name in ("gaussians.ply", "input.png", "turntable.gif", "summary.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert len(read_gaussians_ply(tmp_path / "out" / "gaussians.ply")) == tiny_student().num_gaussians
+    assert Image.open(tmp_path / "out" / "input.png").size == (64, 64)  # 96 x 80 padded square, resized
+    # a folder of images: one output folder each, and the same seed gives the same Gaussians
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(torus_png.read_bytes())
+    assert main(["image-to-3d", str(folder), "--model", str(model), "--out", str(tmp_path / "many"),
+                 "--device", "cpu", "--turntable-frames", "0"]) == 0
+    a, b = (read_gaussians_ply(tmp_path / "many" / n / "gaussians.ply") for n in ("a", "b"))
+    assert torch.equal(a.means, b.means)
+
+
+def test_unusable_images_are_one_line_errors_before_any_output(model, torus_png, tmp_path, capsys):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(deep)
+    for path, says in ((empty, "empty"), (text, "not an image"), (deep, "I;16"), (tmp_path / "none.png", "exist")):
+        with pytest.raises(UserError, match=says):
+            image_to_3d(path, ImageTo3DConfig(model=str(model), device="cpu"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["image-to-3d", str(torus_png), "--out", str(tmp_path / "o")]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_the_gaussians_turn_with_the_input_camera(model):
+    """The student sees only cameras relative to the input's, so turning every camera by 70 degrees about
+    the up axis must turn the world-frame Gaussians by 70 degrees and change nothing else."""
+    student, _ = load_student(model, torch.device("cpu"))
+    images = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    params = torch.tensor([[[20.0, 10.0, 2.5, 40.0]] + [[5.0, 10.0 + 90.0 * k, 2.5, 40.0] for k in range(4)]])
+    turned = params.clone()
+    turned[..., 1] += 70.0
+    g0 = predict_gaussians(student, images, params, torch.Generator().manual_seed(3))
+    g1 = predict_gaussians(student, images, turned, torch.Generator().manual_seed(3))
+    c, s = math.cos(math.radians(70.0)), math.sin(math.radians(70.0))
+    about_z = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    assert torch.allclose(g1.means[0], g0.means[0] @ about_z.T, atol=1e-4)
+    assert torch.allclose(g1.scales, g0.scales, atol=1e-6) and torch.allclose(g1.colours, g0.colours, atol=1e-6)
+
+
+def test_evaluation_scores_a_student_and_the_teacher(model):
+    from distill3d.world_models.teachers import WorldMultiViewTeacher
+
+    student, _ = load_student(model, torch.device("cpu"))
+    config = ImageTo3DEvalConfig(count=2, batch_size=2, turntable_views=8, teacher_steps=1)
+    result = evaluate_student(student, WorldClassifier.from_pretrained(device="cpu"), perceptual_distance("classifier", "cpu"),
+                              config, WorldMultiViewTeacher.from_pretrained(device="cpu"))
+    assert result["count"] == 2 and len(result["objects"]) == 2
+    for key in ("psnr", "ssim", "mask_iou", "perceptual", "psnr_teacher_views", "teacher_psnr_teacher_views",
+                "r_precision", "shape_accuracy"):
+        assert math.isfinite(result["mean"][key]), key
+    # an untrained student is far from the objects; the teacher's own views are close to them
+    assert result["mean"]["teacher_psnr_teacher_views"] > result["mean"]["psnr_teacher_views"] + 5.0
