@@ -72,12 +72,19 @@ def test_resume_rewrites_only_missing_shards_identically(collected, tmp_path):
     assert (old["output_images"].int() - new["output_images"].int()).abs().max() <= 1
 
 
-def test_each_process_writes_its_own_shards(tmp_path, monkeypatch):
-    monkeypatch.setenv("RANK", "1")
+def test_each_process_writes_its_own_shards(collected, tmp_path, monkeypatch):
+    root, _ = collected
     monkeypatch.setenv("WORLD_SIZE", "2")
-    summary = collect_quadruples(tiny(count=3, ddim_steps=1), tmp_path / "q", progress=False)
-    assert summary["shards_of_this_rank"] == 1 and not summary["complete"]
-    assert shard_file(tmp_path / "q", 1).is_file() and not shard_file(tmp_path / "q", 0).exists()
+    monkeypatch.setenv("RANK", "0")  # rank 0 opens the folder; shards 0, 2, ... are its own
+    first = collect_quadruples(tiny(), tmp_path / "q", progress=False)
+    assert first["shards_of_this_rank"] == 1 and not first["complete"]
+    assert shard_file(tmp_path / "q", 0).is_file() and not shard_file(tmp_path / "q", 1).exists()
+    monkeypatch.setenv("RANK", "1")  # rank 1 joins the folder rank 0 opened
+    second = collect_quadruples(tiny(), tmp_path / "q", progress=False)
+    assert second["complete"] and shard_file(tmp_path / "q", 1).is_file()
+    for s in (0, 1):  # the same items as one process writes
+        alone, split = read_shard(shard_file(root, s)), read_shard(shard_file(tmp_path / "q", s))
+        assert all(torch.equal(alone[k], split[k]) for k in alone)
 
 
 def test_bad_settings_are_one_line_errors(tmp_path, capsys):

@@ -17,6 +17,7 @@ the teacher's deterministic 50-step DDIM from N to the output views OI. Written 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,13 +107,27 @@ def teacher_views(teacher: WorldMultiViewTeacher, plan: dict[str, Tensor], confi
     return input_image.reshape(n, R, R, 3), outputs
 
 
-def collection_meta(config: CollectConfig, teacher: WorldMultiViewTeacher) -> dict:
+def collection_meta(config: CollectConfig, teacher: WorldMultiViewTeacher, sources: InputImages) -> dict:
     return {"kind": KIND, "count": config.count, "seed": config.seed, "teacher": config.teacher,
             "ddim_steps": config.ddim_steps, "guidance_scale": config.guidance_scale,
             "shard_size": config.shard_size, "resolution": int(teacher.native_image_size),
             "noise_channels": int(teacher.latent_channels), "views": config.cameras.num_views,
-            "cameras": config_to_dict(config.cameras), "images": config.images,
-            "objects": InputImages(config.images or None, int(teacher.native_image_size)).names}
+            "cameras": config_to_dict(config.cameras), "images": str(sources.folder.resolve()) if sources.folder else "",
+            "objects": sources.names}
+
+
+def join_dataset_dir(root: Path, meta: dict, *, resume: bool, rank: int, timeout: float = 600.0) -> None:
+    """Rank 0 opens the folder (refusing a non-empty one without ``resume``); the other ranks wait for its
+    ``meta.json`` and then join it, so no rank sees another's files as a reason to refuse."""
+    if rank == 0:
+        open_dataset_dir(root, meta, resume=resume)
+        return
+    deadline = time.monotonic() + timeout
+    while not (root / META_FILE).is_file():
+        if time.monotonic() > deadline:
+            raise UserError(f"rank {rank}: rank 0 did not open {root} within {timeout:.0f} s")
+        time.sleep(0.5)
+    open_dataset_dir(root, meta, resume=True)
 
 
 def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bool = False,
@@ -123,8 +138,8 @@ def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bo
     device = pick_device(config.device)
     teacher = load_multiview_teacher(config.teacher, device)
     sources = InputImages(config.images or None, int(teacher.native_image_size))
-    meta = collection_meta(config, teacher)
-    open_dataset_dir(root, meta, resume=resume or rank > 0)  # other ranks join rank 0's folder
+    meta = collection_meta(config, teacher, sources)
+    join_dataset_dir(root, meta, resume=resume, rank=rank)
     shards = [s for s, _ in enumerate(shard_ranges(config.count, config.shard_size)) if s % world == rank]
     todo = [s for s in shards if not shard_file(root, s).is_file()]
     ranges = shard_ranges(config.count, config.shard_size)
