@@ -17,7 +17,7 @@ turntable (turntable.mp4 / .gif).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -115,8 +115,8 @@ class Consistent3DConfig:
             raise UserError(f"text-to-3d optimises a nerf or gaussians, not {self.scene.representation}")
         if self.steps is None:
             self.steps = DEFAULT_STEPS[self.scene.representation]
-        if self.cameras.cameras_per_step is None:
-            self.cameras.cameras_per_step = DEFAULT_CAMERAS_PER_STEP[self.scene.representation]
+        if self.cameras.cameras_per_step is None:  # a new camera config: a shared one is left as it is
+            self.cameras = replace(self.cameras, cameras_per_step=DEFAULT_CAMERAS_PER_STEP[self.scene.representation])
         if self.steps <= 0:
             raise UserError("--steps must be positive")
 
