@@ -38,9 +38,9 @@ def test_student_frame_puts_the_input_camera_at_a_fixed_distance_and_keeps_the_t
     # the targets share the input's distance, so they sit at the frame's distance too
     assert torch.allclose(rel.c2w[:, :3, 3].norm(dim=-1), torch.full((12,), STUDENT_FRAME_DISTANCE), atol=1e-4)
     # turning the whole world about the up axis changes nothing in the student's frame
-    turned = [orbit_cameras(params["elevation"].reshape(-1), params["azimuth"].reshape(-1) + 70.0,
-                            params["distance"].reshape(-1), params["fovy"].reshape(-1), 64, 64)]
-    t_inputs, t_targets = split_groups(turned[0], 4)
+    turned = orbit_cameras(params["elevation"].reshape(-1), params["azimuth"].reshape(-1) + 70.0,
+                           params["distance"].reshape(-1), params["fovy"].reshape(-1), 64, 64)
+    t_inputs, t_targets = split_groups(turned, 4)
     assert torch.allclose(student_cameras(t_inputs, t_targets).c2w, rel.c2w, atol=1e-4)
 
 

@@ -15,8 +15,8 @@ def register(commands, help_text: str) -> None:
                             description="Consistent3D text-to-3D (coarse stage): CDS or SDS guidance from the "
                                         "world teacher or a Stable Diffusion folder; writes config.json, "
                                         "checkpoints, summary.json, the asset (mesh.glb or gaussians.ply) and "
-                                        "a turntable into --out. On a CPU the default run takes hours: use a GPU, "
-                                        "or the cut-down `distill3d demo`.")
+                                        "a turntable into --out. On a 2-core CPU a default run takes the better "
+                                        "part of an hour: use a GPU, or the cut-down `distill3d demo`.")
     p.add_argument("prompt", help='e.g. "a red striped torus" (views are added per camera)')
     add_run_folder_options(p)
     add_config_options(p, Consistent3DConfig)

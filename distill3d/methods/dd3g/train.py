@@ -26,6 +26,7 @@ from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.data.quadruples import FIELDS, QuadrupleDataset, params_to_cameras, quadruple_noise
 from distill3d.guidance.sds import SDSLoss
 from distill3d.methods.dd3g.objective import ObjectiveConfig, curriculum_beta, opacity_term, random_grey
+from distill3d.methods.dd3g.collect import load_multiview_teacher
 from distill3d.methods.dd3g.gaussian_heads import GaussianHeadsConfig
 from distill3d.methods.dd3g.image_encoder import ImageEncoderConfig
 from distill3d.methods.dd3g.pattern_extraction import PatternExtractionConfig
@@ -133,13 +134,15 @@ class DD3GTask:
         ``config.perceptual``; methods do not import ``eval``)."""
         self.config, self.make_perceptual = config, perceptual
         self.perceptual: PerceptualFn | None = None
+        self.multiview_sds = SDSLoss(config.objective.sds, total_steps=config.steps, seed=config.optim.seed,
+                                     group_size=config.student.num_views)  # DD3G Eq. 5: one t per object
 
     def build_model(self) -> nn.Module:
         return PEPDStudent(self.config.student)
 
     def build_source(self, device: torch.device) -> QuadrupleSource:
         self.perceptual = self.make_perceptual(device)
-        teacher = WorldMultiViewTeacher.from_pretrained(self.config.teacher, device=device)
+        teacher = load_multiview_teacher(self.config.teacher, device)
         return QuadrupleSource(self.config.data, teacher, device)
 
     def loss(self, model: nn.Module, source: QuadrupleSource, batch_size: int, generators: Generators) -> Tensor:
@@ -162,8 +165,7 @@ class DD3GTask:
             renders = render_gaussian_batch(gaussians, student_cameras(inputs, views).to(source.device),
                                             background=grey[:, None].expand(B, 3).to(source.device)).rgb
             cond = source.teacher.encode_condition(batch["input_image"], inputs, views)
-            sds = SDSLoss(obj.sds, total_steps=cfg.steps, seed=cfg.optim.seed, group_size=K)
-            iv, _ = sds(renders, source.teacher, cond, source.step)
+            iv, _ = self.multiview_sds(renders, source.teacher, cond, source.step)
             loss = loss + beta * iv
         return loss
 
