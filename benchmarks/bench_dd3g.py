@@ -1,12 +1,13 @@
 """DD3G speed: collection throughput, training throughput and inference time (the DD3G issue's item 8;
 the paper: 0.06 s per object on an A100; the targets here: <= 10 ms at batch 1, >= 500 objects/s batched).
 
-    python benchmarks/bench_dd3g.py --out dd3g_speed.json [--model STUDENT] [--collect 256] [--device cuda]
+    python benchmarks/bench_dd3g.py --out dd3g_speed.json [--model STUDENT] [--collect 256 | --data DIR]
 
 1. Collection: ``collect_quadruples`` of ``--collect`` items (50 DDIM steps, batches of 64) into a
-   temporary folder; items per second, start-up excluded.
-2. Training: ``--train-steps`` steps of ``DD3GTask.loss`` + backward + Adam on those quadruples at
-   ``--batch-size``; steps and quadruples per second after ``--warmup`` steps.
+   temporary folder; items per second, the teacher's loading included.
+2. Training: ``--train-steps`` steps of ``DD3GTask.loss`` + backward + Adam on those quadruples (or on the
+   collected folder ``--data``) at ``--batch-size`` under bf16 autocast on CUDA, the implicit verification
+   on; steps and quadruples per second after ``--warmup`` steps.
 3. Inference: the student (``--model``, or the default untrained ``PEPDConfig`` when none is given:
    the same cost) on one image and on ``--batch`` images; median of ``--repeats`` timed calls, CUDA
    synchronised. Reported without and with rendering the Gaussians once (4 views at 64 x 64).
@@ -57,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default=None, help="a trained student (default: an untrained default one)")
-    parser.add_argument("--collect", type=int, default=256, help="quadruples to collect (0: skip 1 and 2)")
+    parser.add_argument("--collect", type=int, default=256, help="quadruples to collect (0: skip 1)")
+    parser.add_argument("--data", default=None, help="train on this collected folder instead (skips 1)")
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -72,14 +74,15 @@ def main() -> None:
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.collect:
-            data = Path(tmp) / "q"
+        data = Path(args.data) if args.data else Path(tmp) / "q"
+        if args.collect and not args.data:
             start = time.perf_counter()
             collect_quadruples(CollectConfig(count=args.collect, ddim_steps=args.ddim_steps, device=str(device)),
                                data, progress=False)
             seconds = time.perf_counter() - start
             result["collection"] = {"items": args.collect, "ddim_steps": args.ddim_steps, "seconds": seconds,
                                     "items_per_second": args.collect / seconds}
+        if args.collect or args.data:
             config = DD3GTrainConfig(data=str(data), student=student_config, steps=10 ** 6,
                                      optim=OptimConfig(batch_size=args.batch_size, lr=1e-5, warmup_steps=1))
             task = DD3GTask(config, lambda d: perceptual_distance(config.perceptual, d))

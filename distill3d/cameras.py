@@ -328,7 +328,10 @@ def plucker_embedding(origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor
     """Pluecker coordinates [..., 6] = (d, o x d) of rays with origins and directions [..., 3].
 
     Directions are normalised first, so the moment o x d is the same for any point o on
-    the line and for any positive scaling of d.
+    the line and for any positive scaling of d. Computed in the wider of the two dtypes (under
+    autocast, rays from a matmul come in bf16 while origins stay float32).
     """
+    dtype = torch.promote_types(origins.dtype, dirs.dtype)
+    origins, dirs = origins.to(dtype), dirs.to(dtype)
     d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return torch.cat([d, torch.cross(origins, d, dim=-1)], dim=-1)

@@ -69,3 +69,31 @@ def test_training_refuses_what_it_cannot_use(tmp_path, capsys):
     assert "no meta.json" in capsys.readouterr().err
     assert main(["dd3g", "train", "--data", str(tmp_path), "--out", str(tmp_path / "r3"),
                  "--perceptual", "lpips:/nowhere/alex.pth:/nowhere/lin.pth"]) == 2
+
+
+def test_loss_runs_under_bf16_mixed_precision(quadruples):
+    """On CUDA the trainer runs the student under accelerate's bf16 autocast; the same path on the CPU:
+    the student's bf16 output reaches the renderer and the teacher, and every weight gets a finite gradient."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from distill3d.eval.perceptual import perceptual_distance
+    from distill3d.methods.dd3g.train import DD3GTask, DD3GTrainConfig, tiny_student
+    from distill3d.random_streams import Generators
+
+    config = DD3GTrainConfig(data=str(quadruples), student=tiny_student(), steps=10)
+    task = DD3GTask(config, lambda device: perceptual_distance("classifier", device))
+    AcceleratorState._reset_state(True)  # the process-wide state of earlier tests' full-precision runs
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+        model = accelerator.prepare(task.build_model())
+        source = task.build_source(torch.device("cpu"))
+        source.step = 9  # late: the implicit verification is on
+        with accelerator.autocast():
+            loss = task.loss(model, source, 2, Generators.seeded(0, 0, torch.device("cpu")))
+        loss.backward()
+    finally:
+        AcceleratorState._reset_state(True)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -87,6 +87,19 @@ def test_scene_and_to_keep_gradients():
         assert leaf.grad is not None and leaf.grad[1].abs().sum() > 0 and leaf.grad[0].abs().sum() == 0
 
 
+def test_accelerate_mixed_precision_output_converts_to_float32():
+    """accelerate wraps a bf16 model's output in ``convert_to_fp32``, which calls ``.float()`` on anything
+    with a half dtype: a student's GaussianBatch must come back as a float32 batch, still differentiable."""
+    from accelerate.utils import convert_to_fp32
+
+    leaf = make_batch(s=2, n=5).means.clone().requires_grad_()
+    half = GaussianBatch(leaf, *list(make_batch(s=2, n=5).tensors().values())[1:]).to(dtype=torch.bfloat16)
+    back = convert_to_fp32(half)
+    assert isinstance(back, GaussianBatch) and back.dtype == torch.float32
+    back.means.sum().backward()
+    assert leaf.grad is not None and torch.all(leaf.grad == 1)
+
+
 @pytest.mark.parametrize("name, shape", [  # for a batch of 3 scenes of 10 Gaussians
     ("means", (3, 10)), ("means", (10, 3)), ("quats", (3, 10, 3)), ("scales", (3, 9, 3)),
     ("opacities", (3, 10, 1)), ("colours", (3, 10, 4)), ("colours", (4, 10, 3)),
@@ -178,6 +191,24 @@ def test_gsplat_branch_passes_batch_dimensions(monkeypatch):
         assert len(calls) == n_calls
         for a, b in zip((got.rgb, got.alpha, got.depth), (want.rgb, want.alpha, want.depth)):
             assert torch.equal(a, b)
+
+
+def test_gsplat_branch_gets_float32_from_a_bf16_batch(monkeypatch):
+    """gsplat has no bf16 kernels: a bf16 batch (a student under autocast) reaches it in float32."""
+    batch, cams = make_batch(n=20), make_cameras()
+    seen = []
+
+    def stand_in(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, packed, **kw):
+        seen.extend(t.dtype for t in (means, quats, scales, opacities, colors, viewmats, Ks))
+        outs = [rasterization_torch(means[i], quats[i], scales[i], opacities[i], colors[i], viewmats[i], Ks[i],
+                                    width, height, **kw)[:2] for i in range(S)]
+        return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs]), {}
+
+    monkeypatch.setattr(splat, "resolve_backend", lambda backend, device: "gsplat")
+    monkeypatch.setattr(splat, "_gsplat_rasterization", lambda: stand_in)
+    monkeypatch.setattr(splat, "_gsplat_takes_batch_dims", lambda: True)
+    out = render_gaussian_batch(batch.to(dtype=torch.bfloat16), cams, backend="gsplat")
+    assert seen and set(seen) == {torch.float32} and out.rgb.dtype == torch.float32
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and gsplat_available()), reason="needs CUDA and gsplat")

@@ -173,7 +173,8 @@ def render_gaussian_batch(batch: GaussianBatch, cameras: Cameras, *, background=
     Backends: on CUDA with gsplat >= 1.5.3, one ``gsplat.rasterization`` call with leading batch
     dimensions (Gaussians [S, N, ...], cameras [S, V, ...]); an older gsplat is called once per
     scene. The torch backend (``rasterization_torch``) loops over the S scenes, each scene's V
-    cameras rendered at once.
+    cameras rendered at once. Either renders with autocast off; a float16 / bf16 batch (a student
+    under mixed precision) is rendered in float32.
     """
     n_scenes = len(batch)
     if n_scenes == 0 or len(cameras) % n_scenes != 0:
@@ -182,8 +183,18 @@ def render_gaussian_batch(batch: GaussianBatch, cameras: Cameras, *, background=
     n_views = len(cameras) // n_scenes
     if n_views == 0:
         raise ValueError(f"no cameras given for {n_scenes} scenes")
-    cams = cameras.to(batch.device, batch.dtype)
     which = resolve_backend(backend, batch.device)
+    if batch.dtype in (torch.float16, torch.bfloat16):
+        batch = batch.float()  # a student under autocast: gsplat's kernels take float32 only
+    with torch.autocast(batch.device.type, enabled=False):  # splatting in the batch's precision
+        return _render_batch(batch, cameras, background, which, near, far, rasterize_mode)
+
+
+def _render_batch(batch: GaussianBatch, cameras: Cameras, background, which: str, near: float, far: float,
+                  rasterize_mode: str) -> RenderOutput:
+    n_scenes = len(batch)
+    n_views = len(cameras) // n_scenes
+    cams = cameras.to(batch.device, batch.dtype)
     tensors = [batch.means, batch.quats, batch.scales, batch.opacities, batch.colours,
                cams.viewmats.reshape(n_scenes, n_views, 4, 4), cams.K.reshape(n_scenes, n_views, 3, 3)]
     kwargs = {"near_plane": near, "far_plane": far, "eps2d": 0.3, "render_mode": "RGB+ED",

@@ -76,6 +76,11 @@ class GaussianBatch:
         """A batch on ``device`` (and in ``dtype``, when given); differentiable."""
         return GaussianBatch(**{name: t.to(device=device, dtype=dtype) for name, t in self.tensors().items()})
 
+    def float(self) -> GaussianBatch:
+        """The batch in float32 (differentiable), as ``Tensor.float``: accelerate calls it on a model's
+        bf16 output under mixed precision."""
+        return self.to(dtype=torch.float32)
+
     def detach(self) -> GaussianBatch:
         return GaussianBatch(**{name: t.detach() for name, t in self.tensors().items()})
 
