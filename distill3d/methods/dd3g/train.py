@@ -166,6 +166,8 @@ class DD3GTask:
                                             background=grey[:, None].expand(B, 3).to(source.device)).rgb
             cond = source.teacher.encode_condition(batch["input_image"], inputs, views)
             iv, _ = self.multiview_sds(renders, source.teacher, cond, source.step)
+            if obj.iv_normalization == "pixel_mean":  # ObjectiveConfig.iv_normalization
+                iv = iv / renders[0].numel()
             loss = loss + beta * iv
         return loss
 
