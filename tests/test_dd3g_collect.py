@@ -121,3 +121,38 @@ def test_a_folder_of_images_is_collected_with_the_assumed_input_camera(tmp_path)
     assert torch.allclose(square[0, 0], torch.ones(3)) and square[32, 32, 0] > 0.7 and square[32, 32, 1] < 0.2
     result = verify_quadruples(root, items=2, device="cpu")
     assert result["reproduced"] and result["input_max_abs_diff_uint8"] == 0
+
+
+def test_a_render_meshes_data_set_is_collected_with_each_frames_own_camera(tmp_path):
+    """`data render-meshes --kind multiview` output as --images: only frames inside the teacher's input
+    elevations, each with its recorded elevation, distance and fovy, the frame itself as II."""
+    import trimesh
+
+    from distill3d.cli import main
+    from distill3d.data.multiview import MultiviewDataset
+    from distill3d.methods.dd3g.input_images import read_input_image
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box(extents=(1, 0.6, 0.4)).export(meshes / "box.obj")
+    trimesh.creation.icosphere(subdivisions=2).export(meshes / "ball.obj")
+    renders = tmp_path / "renders"
+    assert main(["data", "render-meshes", str(meshes), "--out", str(renders), "--views", "12"]) == 0
+    frames = MultiviewDataset(renders)
+    inside = [(i, v) for i in range(len(frames)) for v in range(12) if -10.0 <= float(frames[i]["elevation"][v]) <= 45.0]
+    assert 0 < len(inside) < 24  # the sphere band reaches -30 and 80 degrees: some frames are left out
+    root = tmp_path / "q"
+    collect_quadruples(tiny(count=len(inside), shard_size=len(inside), ddim_steps=1, images=str(renders)), root,
+                       progress=False)
+    meta = json.loads((root / "meta.json").read_text())
+    assert len(meta["objects"]) == len(inside) and meta["objects"][0].split("/")[0] in ("ball.obj", "box.obj")
+    data = QuadrupleDataset(root)
+    for k, (i, v) in enumerate(inside):
+        sample = frames[i]
+        params = data.data["camera_params"][k]
+        assert params[0, 0] == pytest.approx(float(sample["elevation"][v]), abs=1e-4)
+        assert torch.allclose(params[:, 2], torch.full((5,), float(sample["distance"][v])))
+        assert torch.allclose(params[:, 3], torch.full((5,), float(sample["fovy"][v])))
+        frame = renders / "shard-00000" / f"{i:07d}" / "frames" / f"{v:03d}.png"
+        stored = data.data["input_image"][k].float() / 255.0
+        assert (stored - read_input_image(frame, 64)).abs().max() <= 1 / 255 + 1e-6

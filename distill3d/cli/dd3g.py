@@ -18,7 +18,9 @@ def register(commands, help_text: str) -> None:
     c = sub.add_parser("collect", help="run the multi-view teacher on drawn noise, cameras and input images",
                        usage="distill3d dd3g collect --out DIR --count N [options]",
                        description="Collect DD3G quadruples {N, C, II, OI}: for each item a training object "
-                                   "of the world (never a held-out one), cameras in the teacher's group layout, "
+                                   "of the world (never a held-out one) or, with --images, an image of a folder "
+                                   "or a frame of a multi-view data set (`data render-meshes` of your meshes, "
+                                   "with each frame's camera), cameras in the teacher's group layout, "
                                    "initial noise from a recorded seed, and the teacher's deterministic DDIM "
                                    "output views. Sharded and resumable; under torchrun or `accelerate launch` "
                                    "each process writes its own shards (RANK / WORLD_SIZE).")
@@ -48,7 +50,7 @@ def register(commands, help_text: str) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     t.add_argument("--batch-size", type=int, default=None, help="quadruples per step and process")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: DD3G's 1e-5)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4; DD3G's is 1e-5)")
     t.add_argument("--perceptual", default=None, help="distance of the explicit supervision: classifier "
                                                       "(default) or lpips:BACKBONE_FILE:LINEAR_FILE")
     t.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",

@@ -4,10 +4,10 @@ the teacher's deterministic 50-step DDIM from N to the output views OI. Written 
 ``distill3d.data.quadruples``.
 
 - Item ``i`` depends on ``(seed, i)`` alone: its source is source ``i mod len(sources)`` (the world's
-  training objects: held-out objects are never collected; or the folder's images), its cameras come
-  from ``item_generator(seed, i)`` laid out as the multi-view teacher's groups
-  (``sample_multiview_groups``; for an image, with the assumed input camera of ``input_images``), its
-  noise from ``noise_seed(seed, i)``.
+  training objects: held-out objects are never collected; or the images of ``--images``, see
+  ``input_images``), its cameras come from ``item_generator(seed, i)`` laid out as the multi-view
+  teacher's groups (``sample_multiview_groups``; for an image, with the input camera's elevation and
+  framing of ``InputImages.input_cameras``), its noise from ``noise_seed(seed, i)``.
 - Shards are the unit of work: shard ``s`` goes to process ``s mod world_size`` (``RANK`` and
   ``WORLD_SIZE`` as set by torchrun or ``accelerate launch``), a finished shard is skipped on resume,
   and a shard is renamed into place only once written.
@@ -49,7 +49,7 @@ class CollectConfig:
     shard_size: int = 256              # items per shard file
     batch_size: int = 64               # groups per teacher call
     device: str = "auto"               # auto: cuda when available, else cpu
-    images: str = ""                   # a folder of input images (RGBA on any background); empty: world objects
+    images: str = ""                   # input images: a folder of them or a multi-view data set; empty: world objects
     cameras: MultiViewGroupCameras = field(default_factory=MultiViewGroupCameras)  # the teacher's own layout
 
     def __post_init__(self) -> None:
@@ -83,10 +83,10 @@ def plan_items(indices: range, config: CollectConfig, sources: InputImages) -> d
         params.append(torch.stack([p[k][0] for k in ("elevation", "azimuth", "distance", "fovy")], dim=-1))
         seeds.append(noise_seed(config.seed, i))
     camera_params = torch.stack(params).float()
+    objects = torch.tensor([i % len(sources.names) for i in indices], dtype=torch.int64)
     if sources.assumes_cameras:
-        camera_params = assume_input_camera(camera_params)
-    return {"index": torch.tensor(list(indices), dtype=torch.int64),
-            "object": torch.tensor([i % len(sources.names) for i in indices], dtype=torch.int64),
+        camera_params = assume_input_camera(camera_params, *sources.input_cameras(objects))
+    return {"index": torch.tensor(list(indices), dtype=torch.int64), "object": objects,
             "camera_params": camera_params, "noise_seed": torch.tensor(seeds, dtype=torch.int64)}
 
 
@@ -137,7 +137,7 @@ def collect_quadruples(config: CollectConfig, out_dir: str | Path, *, resume: bo
     rank, world = distributed_rank()
     device = pick_device(config.device)
     teacher = load_multiview_teacher(config.teacher, device)
-    sources = InputImages(config.images or None, int(teacher.native_image_size))
+    sources = InputImages(config.images or None, int(teacher.native_image_size), config.cameras.input_elevation_range)
     meta = collection_meta(config, teacher, sources)
     join_dataset_dir(root, meta, resume=resume, rank=rank)
     shards = [s for s, _ in enumerate(shard_ranges(config.count, config.shard_size)) if s % world == rank]
@@ -179,7 +179,7 @@ def verify_quadruples(root: str | Path, items: int = 4, device: str = "auto") ->
     config = CollectConfig(count=meta["count"], seed=meta["seed"], teacher=meta["teacher"],
                            ddim_steps=meta["ddim_steps"], guidance_scale=meta["guidance_scale"], device=device,
                            images=meta.get("images", ""), cameras=config_from_dict(MultiViewGroupCameras, meta["cameras"]))
-    sources = InputImages(config.images or None, meta["resolution"])
+    sources = InputImages(config.images or None, meta["resolution"], config.cameras.input_elevation_range)
     stored = {k: v[:items] for k, v in read_shard(shard_file(root, 0)).items()}
     replanned = plan_items(range(int(stored["index"][0]), int(stored["index"][0]) + len(stored["index"])), config,
                            sources)

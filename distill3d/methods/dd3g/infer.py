@@ -29,7 +29,7 @@ from distill3d.export.video import render_frames, turntable_cameras, write_video
 from distill3d.methods.dd3g.input_images import (ASSUMED_DISTANCE, ASSUMED_ELEVATION, ASSUMED_FOVY,
                                                   assume_input_camera, image_files, read_input_image)
 from distill3d.methods.dd3g.student import PEPDStudent
-from distill3d.methods.dd3g.train import KIND, STUDENT_FRAME_DISTANCE, DD3GTrainConfig, student_cameras
+from distill3d.methods.dd3g.train import DEFAULT_STUDENT, KIND, STUDENT_FRAME_DISTANCE, DD3GTrainConfig, student_cameras
 from distill3d.model_folder import WEIGHTS_FILE, load_weights, resolve_model_folder
 from distill3d.render.splat import render_gaussian_batch
 from distill3d.scene.gaussian_batch import GaussianBatch
@@ -41,7 +41,7 @@ from distill3d.world_models.multiview_cameras import (MultiViewGroupCameras, lev
 class ImageTo3DConfig:
     """Settings of ``distill3d image-to-3d``."""
 
-    model: str = ""                 # a `distill3d dd3g train` run folder or an exported model folder
+    model: str = DEFAULT_STUDENT    # the shipped student, a `distill3d dd3g train` run folder or a model folder
     seed: int = 0                   # seed of the output cameras and the noise N
     input_elevation: float = ASSUMED_ELEVATION  # the assumed elevation of the image's camera, degrees
     distance: float = ASSUMED_DISTANCE          # the assumed camera distance in world units
@@ -54,8 +54,8 @@ class ImageTo3DConfig:
 def load_student(model: str | Path, device: torch.device) -> tuple[PEPDStudent, DD3GTrainConfig]:
     """The student of a run or model folder (its EMA weights), in eval mode on ``device``."""
     if not str(model):
-        raise UserError("--model is needed: a `distill3d dd3g train` run folder or an exported model folder "
-                        "(no DD3G student is shipped yet)")
+        raise UserError(f"--model is needed: {DEFAULT_STUDENT!r} (shipped), a `distill3d dd3g train` run folder "
+                        "or an exported model folder")
     folder, raw = resolve_model_folder(model, KIND)
     config = config_from_dict(DD3GTrainConfig, raw)
     student = PEPDStudent(config.student)

@@ -1,8 +1,15 @@
-"""Where DD3G's input images II come from: the world's training objects, rendered exactly at the drawn
-input camera, or a folder of images (a user's RGBA images, ``data render-meshes`` output) that come with
-no camera, so one is assumed for them: azimuth as drawn, ``ASSUMED_ELEVATION``, ``ASSUMED_DISTANCE`` and
-``ASSUMED_FOVY`` (the middle of the world's ranges; the teacher and the student see only cameras relative
-to the input's, so only the elevation and the framing matter). Inference assumes the same camera.
+"""Where DD3G's input images II come from:
+
+- the world's training objects, rendered exactly at the drawn input camera;
+- a folder of images (a user's RGBA images), which come with no camera, so one is assumed for them:
+  azimuth as drawn, ``ASSUMED_ELEVATION``, ``ASSUMED_DISTANCE`` and ``ASSUMED_FOVY`` (the middle of the
+  world's ranges). Inference assumes the same camera;
+- a multi-view data set (``distill3d data render-meshes --kind multiview`` of real meshes, or ``world
+  dataset multiview``): every frame whose elevation lies in the teacher's input range, with its own
+  elevation, distance and field of view.
+
+The teacher and the student see only cameras relative to the input's, so only the input's elevation and
+framing matter, never its azimuth.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from distill3d.data.layout import CAMERAS_FILE, ITEM_FILE, META_FILE, read_cameras, read_json
+from distill3d.data.multiview import MultiviewDataset, frame_name
 from distill3d.errors import UserError
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import train_objects
+from distill3d.world_models.multiview_cameras import MultiViewGroupCameras
 
 ASSUMED_ELEVATION = 15.0  # degrees; the world's input elevations are -10 to 45
 ASSUMED_DISTANCE = 2.6    # world units; the world's distances are 2.2-3.0
@@ -63,32 +73,74 @@ def image_files(source: str | Path) -> list[Path]:
     return [source]
 
 
-def assume_input_camera(params: Tensor, elevation: float = ASSUMED_ELEVATION, distance: float = ASSUMED_DISTANCE,
-                        fovy: float = ASSUMED_FOVY) -> Tensor:
+def assume_input_camera(params: Tensor, elevation: float | Tensor = ASSUMED_ELEVATION,
+                        distance: float | Tensor = ASSUMED_DISTANCE, fovy: float | Tensor = ASSUMED_FOVY) -> Tensor:
     """Camera parameters [B, 1 + K, 4] (elevation, azimuth, distance, fovy) with the input camera's elevation
-    and every camera's distance and fovy replaced by the assumed ones (the targets share the input's framing)."""
+    and every camera's distance and fovy replaced by the given ones, numbers or [B] (the targets share the
+    input's framing)."""
     out = params.clone()
-    out[:, 0, 0] = elevation
-    out[..., 2], out[..., 3] = distance, fovy
+    as_column = lambda v: torch.as_tensor(v, dtype=out.dtype).reshape(-1, 1)  # noqa: E731
+    out[:, 0, 0] = as_column(elevation)[:, 0]
+    out[..., 2], out[..., 3] = as_column(distance), as_column(fovy)
     return out
 
 
-class InputImages:
-    """Named sources of II: ``names`` (stored in a collection's meta) and ``images(sources, inputs)``."""
+def multiview_frames(root: Path, elevation_range: tuple[float, float]) -> tuple[list[Path], list[str], Tensor]:
+    """Frames of a multi-view data set whose elevation is in ``elevation_range``: files, names
+    ("<item name>/<frame>") and their cameras [n, 3] (elevation, distance, fovy)."""
+    dataset = MultiviewDataset(root)
+    files, names, cameras = [], [], []
+    lo, hi = elevation_range
+    for index in range(len(dataset)):
+        folder = dataset.item_folder(index)
+        name = read_json(folder / ITEM_FILE)["name"]
+        _, params = read_cameras(folder / CAMERAS_FILE)
+        for v in range(len(params["elevation"])):
+            if lo <= float(params["elevation"][v]) <= hi:
+                files.append(folder / "frames" / frame_name(v))
+                names.append(f"{name}/{frame_name(v)}")
+                cameras.append([float(params[k][v]) for k in ("elevation", "distance", "fovy")])
+    if not files:
+        raise UserError(f"no frame of {root} has an elevation in [{lo:g}, {hi:g}] degrees, the teacher's input range")
+    return files, names, torch.tensor(cameras)
 
-    def __init__(self, folder: str | Path | None, resolution: int):
+
+def is_multiview_dataset(folder: Path) -> bool:
+    meta = folder / META_FILE
+    return meta.is_file() and read_json(meta).get("kind") == MultiviewDataset.kind
+
+
+class InputImages:
+    """Named sources of II: ``names`` (stored in a collection's meta), ``images(sources, inputs)`` and, for
+    a folder, ``input_cameras(sources)`` (module docstring)."""
+
+    def __init__(self, folder: str | Path | None, resolution: int,
+                 elevation_range: tuple[float, float] = MultiViewGroupCameras().input_elevation_range):
         self.folder, self.resolution = (Path(folder) if folder else None), resolution
+        self.frame_cameras: Tensor | None = None
         if self.folder is None:
             self.objects = train_objects()  # held-out objects are never collected
             self.names = [o.prompt for o in self.objects]
+        elif is_multiview_dataset(self.folder):
+            self.files, self.names, self.frame_cameras = multiview_frames(self.folder, elevation_range)
         else:
             self.files = image_files(self.folder)
             self.names = [p.name for p in self.files]
 
     @property
     def assumes_cameras(self) -> bool:
-        """True for a folder of images: their input camera is assumed, not known."""
+        """True for a folder: the input camera's elevation and framing come from ``input_cameras``."""
         return self.folder is not None
+
+    def input_cameras(self, sources: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Elevation, distance and fovy [n] of the input cameras of source indices [n] of a folder: a
+        multi-view data set's own, the assumed camera for plain images."""
+        if self.frame_cameras is not None:
+            cams = self.frame_cameras[sources.long()]
+            return cams[:, 0], cams[:, 1], cams[:, 2]
+        n = sources.shape[0]
+        return (torch.full((n,), ASSUMED_ELEVATION), torch.full((n,), ASSUMED_DISTANCE),
+                torch.full((n,), ASSUMED_FOVY))
 
     def images(self, sources: Tensor, inputs) -> Tensor:
         """II [n, R, R, 3] in [0, 1] of source indices [n] seen from input cameras [n] (world objects only)."""
@@ -97,5 +149,5 @@ class InputImages:
         return torch.stack([read_input_image(self.files[int(s)], self.resolution) for s in sources]).to(inputs.device)
 
 
-__all__ = ["InputImages", "read_input_image", "image_files", "assume_input_camera", "ASSUMED_ELEVATION",
+__all__ = ["InputImages", "read_input_image", "image_files", "assume_input_camera", "multiview_frames", "ASSUMED_ELEVATION",
            "ASSUMED_DISTANCE", "ASSUMED_FOVY"]
