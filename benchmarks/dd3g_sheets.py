@@ -29,11 +29,20 @@ from distill3d.cameras import orbit_cameras
 from distill3d.eval.image_to_3d import ImageTo3DEvalConfig
 from distill3d.eval.teacher_quality import eval_objects, render_views, save_grid
 from distill3d.export.video import write_video
-from distill3d.methods.dd3g.infer import ImageTo3DConfig, assumed_cameras, load_student, predict_gaussians
+from distill3d.methods.dd3g.infer import (
+    ImageTo3DConfig,
+    assumed_cameras,
+    load_student,
+    predict_gaussians,
+)
 from distill3d.methods.dd3g.input_images import read_input_image
 from distill3d.render.splat import render_gaussian_batch
 from distill3d.world.reference_render import render_reference
-from distill3d.world_models.multiview_cameras import MultiViewGroupCameras, sample_multiview_groups, split_groups
+from distill3d.world_models.multiview_cameras import (
+    MultiViewGroupCameras,
+    sample_multiview_groups,
+    split_groups,
+)
 
 VIEWS = 6
 

@@ -8,19 +8,24 @@ import pytest
 import torch
 from PIL import Image
 
+from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
 from distill3d.configs import config_to_dict
 from distill3d.errors import UserError
 from distill3d.eval.image_to_3d import ImageTo3DEvalConfig, evaluate_student
 from distill3d.eval.perceptual import perceptual_distance
 from distill3d.export.ply import read_gaussians_ply
-from distill3d.methods.dd3g.infer import ImageTo3DConfig, image_to_3d, load_student, predict_gaussians
+from distill3d.methods.dd3g.infer import (
+    ImageTo3DConfig,
+    image_to_3d,
+    load_student,
+    predict_gaussians,
+)
 from distill3d.methods.dd3g.student import PEPDStudent
 from distill3d.methods.dd3g.train import DD3GTrainConfig, tiny_student
 from distill3d.model_folder import WEIGHTS_FILE, save_weights
 from distill3d.world.prompts import parse_prompt
 from distill3d.world.reference_render import render_reference
-from distill3d.cameras import orbit_cameras
 from distill3d.world_models.classifier import WorldClassifier
 
 
@@ -119,7 +124,11 @@ def test_the_shipped_student_makes_held_out_objects():
     from distill3d.metrics import mask_iou, psnr
     from distill3d.render.splat import render_gaussian_batch
     from distill3d.world.reference_render import render_reference
-    from distill3d.world_models.multiview_cameras import MultiViewGroupCameras, sample_multiview_groups, split_groups
+    from distill3d.world_models.multiview_cameras import (
+        MultiViewGroupCameras,
+        sample_multiview_groups,
+        split_groups,
+    )
 
     student, _ = load_student(ImageTo3DConfig().model, torch.device("cpu"))
     untrained = PEPDStudent(student.config).eval()

@@ -21,7 +21,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from distill3d.data.layout import CAMERAS_FILE, ITEM_FILE, META_FILE, read_cameras, read_json
+from distill3d.data.layout import (
+    CAMERAS_FILE,
+    ITEM_FILE,
+    META_FILE,
+    read_cameras,
+    read_json,
+)
 from distill3d.data.multiview import MultiviewDataset, frame_name
 from distill3d.errors import UserError
 from distill3d.world.reference_render import render_reference
@@ -79,9 +85,12 @@ def assume_input_camera(params: Tensor, elevation: float | Tensor = ASSUMED_ELEV
     and every camera's distance and fovy replaced by the given ones, numbers or [B] (the targets share the
     input's framing)."""
     out = params.clone()
-    as_column = lambda v: torch.as_tensor(v, dtype=out.dtype).reshape(-1, 1)  # noqa: E731
-    out[:, 0, 0] = as_column(elevation)[:, 0]
-    out[..., 2], out[..., 3] = as_column(distance), as_column(fovy)
+
+    def column(value: float | Tensor) -> Tensor:  # [1, 1] or [B, 1]
+        return torch.as_tensor(value, dtype=out.dtype).reshape(-1, 1)
+
+    out[:, 0, 0] = column(elevation)[:, 0]
+    out[..., 2], out[..., 3] = column(distance), column(fovy)
     return out
 
 
@@ -149,5 +158,13 @@ class InputImages:
         return torch.stack([read_input_image(self.files[int(s)], self.resolution) for s in sources]).to(inputs.device)
 
 
-__all__ = ["InputImages", "read_input_image", "image_files", "assume_input_camera", "multiview_frames", "ASSUMED_ELEVATION",
-           "ASSUMED_DISTANCE", "ASSUMED_FOVY"]
+__all__ = [
+    "ASSUMED_DISTANCE",
+    "ASSUMED_ELEVATION",
+    "ASSUMED_FOVY",
+    "InputImages",
+    "assume_input_camera",
+    "image_files",
+    "multiview_frames",
+    "read_input_image",
+]

@@ -74,4 +74,4 @@ def random_grey(count: int, generator: torch.Generator) -> Tensor:
     return 1.0 - (1.0 - zeta) ** 3
 
 
-__all__ = ["ObjectiveConfig", "IV_NORMALIZATIONS", "curriculum_beta", "opacity_term", "random_grey"]
+__all__ = ["IV_NORMALIZATIONS", "ObjectiveConfig", "curriculum_beta", "opacity_term", "random_grey"]
