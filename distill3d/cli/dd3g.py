@@ -56,6 +56,9 @@ def register(commands, help_text: str) -> None:
     t.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
                    help="any field of the training config, dots walk into nested settings, e.g. "
                         "--set objective.eta=0.2 --set student.token_dim=64")
+    t.add_argument("--pattern-from-teacher", action="store_true",
+                   help="start Pattern Extraction and the image encoder from the teacher's weights, the student "
+                        "shaped like the teacher's encoder (distill3d/methods/dd3g/teacher_init.py)")
     t.add_argument("--max-minutes", type=float, default=None, help="save and stop before this many minutes")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--export-to", type=Path, default=None, help="also copy config.json + model.safetensors here")
@@ -113,7 +116,17 @@ def _train(args: argparse.Namespace) -> int:
                 optim = replace(optim, **{name: getattr(args, name)})
         config = replace(config, optim=optim, **{k: getattr(args, k) for k in ("steps", "perceptual")
                                                   if getattr(args, k) is not None})
+        if args.pattern_from_teacher:
+            config = replace(config, pattern_from_teacher=True)
         config = apply_overrides(config, args.overrides)
+        if config.pattern_from_teacher:  # the student shaped like the teacher's encoder (teacher_init)
+            import torch
+
+            from distill3d.methods.dd3g.collect import load_multiview_teacher
+            from distill3d.methods.dd3g.teacher_init import teacher_shaped_student
+
+            teacher = load_multiview_teacher(config.teacher, torch.device("cpu"))
+            config = replace(config, student=teacher_shaped_student(config.student, teacher.config.net))
     if config.steps <= 0 or config.optim.batch_size <= 0:
         raise UserError("--steps and --batch-size must be positive")
     check_quadruple_folder(Path(config.data))

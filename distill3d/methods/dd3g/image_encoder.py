@@ -5,9 +5,9 @@
 The paper takes its image tokens from the teacher's (ImageDream's) image encoder. Ours is a small
 patch encoder of its own: two strided convolutions (stride / 2, then 2), a learned position per
 token and a LayerNorm, like the world multi-view teacher's ``InputImageTokens``
-(``distill3d.world_models.networks``). Starting from the teacher's weights instead is an option
-still to add: that encoder also reads the input camera's rays (9 channels), which the student
-would have to supply as the input camera in the teacher's relative frame.
+(``distill3d.world_models.networks``). ``teacher_init`` can start it from that encoder's weights
+(``--pattern-from-teacher``), less the input camera's rays, which the teacher's encoder also reads
+and the student is not given.
 """
 
 from __future__ import annotations

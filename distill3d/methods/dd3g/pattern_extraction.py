@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from diffusers.models.resnet import ResnetBlock2D
 from torch import Tensor, nn
 
+from distill3d.errors import UserError
 from distill3d.methods.dd3g.spatial_transformer_3d import SpatialTransformer3D
 
 
@@ -34,6 +35,11 @@ class PatternExtractionConfig:
     layers: int = 2  # ResBlock + SpatialTransformer3D pairs at the token resolution
     head_dim: int = 32  # attention head width of the SpatialTransformer3D layers
     norm_groups: int = 8  # GroupNorm groups of the ResBlocks and transformers (divides every channel count)
+    activation: str = "gelu"  # feed-forward of the transformers: "gelu", or "geglu" (the teacher's, see teacher_init)
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("gelu", "geglu"):
+            raise UserError(f"pattern.activation must be gelu or geglu, got {self.activation!r}")
 
     @property
     def downsampling(self) -> int:
@@ -59,7 +65,8 @@ class PatternExtraction(nn.Module):
         self.down = nn.ModuleList(res_block(a, b, config.norm_groups, down=True) for a, b in zip(ch[:-1], ch[1:]))
         self.res_blocks = nn.ModuleList(res_block(ch[-1], ch[-1], config.norm_groups) for _ in range(config.layers))
         self.transformers = nn.ModuleList(  # DD3G Sec. III-B: stacked ResBlocks and SpatialTransformer3D
-            SpatialTransformer3D(ch[-1], context_dim=token_dim, head_dim=config.head_dim, norm_groups=config.norm_groups)
+            SpatialTransformer3D(ch[-1], context_dim=token_dim, head_dim=config.head_dim, norm_groups=config.norm_groups,
+                                 activation=config.activation)
             for _ in range(config.layers))
         self.norm_out = nn.GroupNorm(config.norm_groups, ch[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(ch[-1], token_dim, 3, padding=1)  # DD3G Sec. III-B: conv on the output side

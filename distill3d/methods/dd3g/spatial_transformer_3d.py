@@ -24,14 +24,15 @@ from torch import Tensor, nn
 class SpatialTransformer3D(nn.Module):
     """3SA over all views jointly + CA to the image tokens + FF (module docstring)."""
 
-    def __init__(self, channels: int, *, context_dim: int, head_dim: int, norm_groups: int):
+    def __init__(self, channels: int, *, context_dim: int, head_dim: int, norm_groups: int,
+                 activation: str = "gelu"):
         super().__init__()
         if channels % head_dim:
             raise ValueError(f"channels {channels} must be a multiple of head_dim {head_dim}")
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.block = BasicTransformerBlock(channels, channels // head_dim, head_dim, cross_attention_dim=context_dim,
-                                           activation_fn="gelu")
+                                           activation_fn=activation)  # FF: "gelu", or "geglu" as diffusers' U-Nets
         self.proj_out = nn.Linear(channels, channels)
 
     def forward(self, x: Tensor, context: Tensor, num_views: int) -> Tensor:

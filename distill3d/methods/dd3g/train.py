@@ -32,6 +32,7 @@ from distill3d.methods.dd3g.image_encoder import ImageEncoderConfig
 from distill3d.methods.dd3g.pattern_extraction import PatternExtractionConfig
 from distill3d.methods.dd3g.progressive_decoding import ProgressiveDecodingConfig
 from distill3d.methods.dd3g.student import PEPDConfig, PEPDStudent
+from distill3d.methods.dd3g.teacher_init import init_from_teacher
 from distill3d.optim import OptimConfig
 from distill3d.random_streams import Generators
 from distill3d.render.splat import render_gaussian_batch
@@ -67,6 +68,9 @@ class DD3GTrainConfig:
                                                                    grad_clip=5.0, ema_decay=0.999))
     student: PEPDConfig = field(default_factory=PEPDConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # start Pattern Extraction and the image encoder from the teacher's weights (``teacher_init``; the student
+    # must be shaped by ``teacher_shaped_student``, which ``distill3d dd3g train`` does); off: from scratch
+    pattern_from_teacher: bool = False
 
 
 def tiny_student() -> PEPDConfig:
@@ -144,7 +148,11 @@ class DD3GTask:
                                      group_size=config.student.num_views)  # DD3G Eq. 5: one t per object
 
     def build_model(self) -> nn.Module:
-        return PEPDStudent(self.config.student)
+        model = PEPDStudent(self.config.student)
+        if self.config.pattern_from_teacher:  # a resumed run's checkpoint replaces these weights afterwards
+            teacher = load_multiview_teacher(self.config.teacher, torch.device("cpu"))
+            init_from_teacher(model, teacher.net, teacher.schedule.num_train_timesteps - 1)
+        return model
 
     def build_source(self, device: torch.device) -> QuadrupleSource:
         self.perceptual = self.make_perceptual(device)
