@@ -51,6 +51,8 @@ w(t) (eps_hat - eps); Eq. 5 writes an expectation and gives no weight against L_
 
 - ``"pixel_mean"`` (default): divided by the values of one view (3 x 64 x 64 at the world's size), the
   same per-value scale as L_ES's mean squared error, so that beta_i <= 0.4 weighs the two as Eq. 6 reads.
+  Measured (H200, 2048 quadruples, lr 3e-4): the joint objective stopped by its time box at step 2200 of
+  2500 scored 18.1 dB on novel views, against 18.4 dB for ES only at 2500.
 - ``"sum"``: summed over a view's values and averaged over views (threestudio's SDS convention, the
   shared ``SDSLoss``): 12288 times larger per value. On the world (H200, 750 steps, 2048 quadruples,
   lr 3e-4) the joint objective under it scored PSNR 10.6 dB on novel views against 15.7 dB for ES only,
