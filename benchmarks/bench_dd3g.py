@@ -10,7 +10,8 @@ the paper: 0.06 s per object on an A100; the targets here: <= 10 ms at batch 1, 
    on; steps and quadruples per second after ``--warmup`` steps.
 3. Inference: the student (``--model``, or the default untrained ``PEPDConfig`` when none is given:
    the same cost) on one image and on ``--batch`` images; median of ``--repeats`` timed calls, CUDA
-   synchronised. Reported without and with rendering the Gaussians once (4 views at 64 x 64).
+   synchronised. Reported without and with rendering the Gaussians once (4 views at 64 x 64); on CUDA
+   also for the student replayed from CUDA graphs (``GraphedStudent``, keys ``graphed_...``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from distill3d.cameras import Cameras, orbit_cameras
 from distill3d.devices import pick_device
 from distill3d.eval.perceptual import perceptual_distance
 from distill3d.methods.dd3g.collect import CollectConfig, collect_quadruples
-from distill3d.methods.dd3g.infer import load_student, predict_gaussians
+from distill3d.methods.dd3g.infer import GraphedStudent, load_student, predict_gaussians
 from distill3d.methods.dd3g.student import PEPDConfig, PEPDStudent
 from distill3d.methods.dd3g.train import DD3GTask, DD3GTrainConfig, tiny_student
 from distill3d.optim import OptimConfig
@@ -119,15 +120,20 @@ def main() -> None:
     R, K = student.config.image_size, student.config.num_views
     params = torch.tensor([[15.0, 0.0, 2.6, 40.0]] + [[15.0, 90.0 * k, 2.6, 40.0] for k in range(K)])
     views = orbit_cameras(torch.full((K,), 15.0), 90.0 * torch.arange(K, dtype=torch.float32), 2.6, 40.0, R, R)
-    for batch in (1, args.batch):
-        images = torch.rand(batch, R, R, 3, device=device)
-        p = params[None].expand(batch, -1, -1)
-        generator = torch.Generator().manual_seed(0)
-        seconds = timed(lambda: predict_gaussians(student, images, p, generator), device, args.repeats)
-        with_render = timed(lambda: render_gaussian_batch(predict_gaussians(student, images, p, generator),
-                                                          repeat_cameras(views, batch).to(device)), device, args.repeats)
-        result[f"inference_batch_{batch}"] = {"seconds": seconds, "objects_per_second": batch / seconds,
-                                              "seconds_with_render": with_render}
+    models = {"": student}
+    if device.type == "cuda":  # the student replayed from CUDA graphs (GraphedStudent)
+        models["graphed_"] = GraphedStudent(student)
+    for prefix, model in models.items():
+        for batch in (1, args.batch):
+            images = torch.rand(batch, R, R, 3, device=device)
+            p = params[None].expand(batch, -1, -1)
+            generator = torch.Generator().manual_seed(0)
+            seconds = timed(lambda: predict_gaussians(model, images, p, generator), device, args.repeats)
+            with_render = timed(lambda: render_gaussian_batch(predict_gaussians(model, images, p, generator),
+                                                              repeat_cameras(views, batch).to(device)), device,
+                                args.repeats)
+            result[f"{prefix}inference_batch_{batch}"] = {"seconds": seconds, "objects_per_second": batch / seconds,
+                                                          "seconds_with_render": with_render}
     result["student_parameters"] = sum(p.numel() for p in student.parameters())
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

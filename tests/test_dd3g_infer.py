@@ -148,3 +148,22 @@ def test_the_shipped_student_makes_held_out_objects():
     assert (good_iou > 0.8).all() and (good_psnr > 11.0).all(), (good_psnr, good_iou)
     assert float(good_psnr.mean()) > 15.0 and float(good_iou.mean()) > 0.9
     assert float(good_psnr.mean()) > float(bad_psnr.mean()) + 4.0 and float(good_iou.mean()) > float(bad_iou.mean()) + 0.1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_the_graphed_student_predicts_what_the_student_does(model, device):
+    """GraphedStudent packs the Gaussians through one tensor (replayed from a CUDA graph on a GPU, eager on
+    the CPU) and unpacks them: the same Gaussians as the student's own call, at batch 1 and 3."""
+    from distill3d.methods.dd3g.infer import GraphedStudent
+
+    student, _ = load_student(model, torch.device(device))
+    graphed = GraphedStudent(student)
+    for batch in (1, 3, 1):  # a second call at batch 1 replays the first recording
+        images = torch.rand(batch, 64, 64, 3, generator=torch.Generator().manual_seed(batch), device="cpu")
+        params = torch.tensor([[15.0, 0.0, 2.6, 40.0]] + [[15.0, 90.0 * k, 2.6, 40.0] for k in range(4)])
+        params = params[None].expand(batch, -1, -1)
+        want = predict_gaussians(student, images, params, torch.Generator().manual_seed(0))
+        got = predict_gaussians(graphed, images, params, torch.Generator().manual_seed(0))
+        for name, value in want.tensors().items():
+            assert torch.allclose(getattr(got, name), value, atol=1e-5), name

@@ -20,9 +20,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from distill3d.cameras import Cameras
 from distill3d.configs import config_from_dict
 from distill3d.data.quadruples import params_to_cameras
 from distill3d.devices import pick_device
+from distill3d.diffusion.cuda_graph import GraphedForward
 from distill3d.errors import UserError
 from distill3d.export.ply import write_gaussians_ply
 from distill3d.export.video import render_frames, turntable_cameras, write_video
@@ -63,8 +65,40 @@ def load_student(model: str | Path, device: torch.device) -> tuple[PEPDStudent, 
     return student.to(device).eval().requires_grad_(False), config
 
 
+class GraphedStudent:
+    """The student's forward replayed from a CUDA graph, one recording per batch size
+    (``diffusion.cuda_graph.GraphedForward``): at batch 1 the eager student waits on the CPU launching its
+    kernels (14.5 ms on an H200, benchmarks/RESULTS.md). Inference only; eager on the CPU. Called like the
+    student: ``GraphedStudent(student)(images, noise, cameras) -> GaussianBatch``.
+    """
+
+    FIELDS = (("means", 3), ("quats", 4), ("scales", 3), ("opacities", 1), ("colours", 3))
+
+    def __init__(self, student: PEPDStudent):
+        self.student, self.config = student, student.config
+        self._graphed: dict[tuple[int, int], GraphedForward] = {}  # per camera size (not a tensor shape)
+
+    def parameters(self):
+        return self.student.parameters()
+
+    def __call__(self, images: Tensor, noise: Tensor, cameras: Cameras) -> GaussianBatch:
+        size = (cameras.width, cameras.height)
+        if size not in self._graphed:
+            self._graphed[size] = GraphedForward(lambda *x: self._packed(*x, size=size))
+        packed = self._graphed[size](images, noise, cameras.c2w, cameras.K)  # [B, N, 14]
+        parts = packed.split([width for _, width in self.FIELDS], dim=-1)
+        values = {name: part[..., 0] if width == 1 else part for (name, width), part in zip(self.FIELDS, parts)}
+        return GaussianBatch(**values)
+
+    def _packed(self, images: Tensor, noise: Tensor, c2w: Tensor, K: Tensor, *, size: tuple[int, int]) -> Tensor:
+        gaussians = self.student(images, noise, Cameras(c2w, K, *size))
+        return torch.cat([getattr(gaussians, name) if width > 1 else getattr(gaussians, name)[..., None]
+                          for name, width in self.FIELDS], dim=-1)
+
+
 @torch.no_grad()
-def predict_gaussians(student: PEPDStudent, images: Tensor, params: Tensor, generator: torch.Generator) -> GaussianBatch:
+def predict_gaussians(student: PEPDStudent | GraphedStudent, images: Tensor, params: Tensor,
+                      generator: torch.Generator) -> GaussianBatch:
     """Gaussians [B, N] in the world frame from images [B, R, R, 3] and camera parameters [B, 1 + K, 4]
     (the input camera, then the K output views; elevation, azimuth, distance, fovy); N from ``generator``."""
     config = student.config
@@ -123,4 +157,4 @@ def image_to_3d(source: str | Path, config: ImageTo3DConfig, out_dir: str | Path
     return summaries
 
 
-__all__ = ["ImageTo3DConfig", "image_to_3d", "predict_gaussians", "load_student", "assumed_cameras"]
+__all__ = ["GraphedStudent", "ImageTo3DConfig", "assumed_cameras", "image_to_3d", "load_student", "predict_gaussians"]
