@@ -28,15 +28,31 @@ from distill3d.diffusion.cuda_graph import GraphedForward
 from distill3d.errors import UserError
 from distill3d.export.ply import write_gaussians_ply
 from distill3d.export.video import render_frames, turntable_cameras, write_video
-from distill3d.methods.dd3g.input_images import (ASSUMED_DISTANCE, ASSUMED_ELEVATION, ASSUMED_FOVY,
-                                                  assume_input_camera, image_files, read_input_image)
+from distill3d.methods.dd3g.input_images import (
+    ASSUMED_DISTANCE,
+    ASSUMED_ELEVATION,
+    ASSUMED_FOVY,
+    assume_input_camera,
+    image_files,
+    read_input_image,
+)
 from distill3d.methods.dd3g.student import PEPDStudent
-from distill3d.methods.dd3g.train import DEFAULT_STUDENT, KIND, STUDENT_FRAME_DISTANCE, DD3GTrainConfig, student_cameras
+from distill3d.methods.dd3g.train import (
+    DEFAULT_STUDENT,
+    KIND,
+    STUDENT_FRAME_DISTANCE,
+    DD3GTrainConfig,
+    student_cameras,
+)
 from distill3d.model_folder import WEIGHTS_FILE, load_weights, resolve_model_folder
 from distill3d.render.splat import render_gaussian_batch
 from distill3d.scene.gaussian_batch import GaussianBatch
-from distill3d.world_models.multiview_cameras import (MultiViewGroupCameras, level_rotation, sample_multiview_groups,
-                                                      split_groups)
+from distill3d.world_models.multiview_cameras import (
+    MultiViewGroupCameras,
+    level_rotation,
+    sample_multiview_groups,
+    split_groups,
+)
 
 
 @dataclass
