@@ -19,13 +19,13 @@ world objects, the reference renderer beside them).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from distill3d.cameras import orbit_cameras
+from distill3d.errors import UserError
 from distill3d.eval.image_to_3d import ImageTo3DEvalConfig
 from distill3d.eval.teacher_quality import eval_objects, render_views, save_grid
 from distill3d.export.video import write_video
@@ -35,7 +35,7 @@ from distill3d.methods.dd3g.infer import (
     load_student,
     predict_gaussians,
 )
-from distill3d.methods.dd3g.input_images import read_input_image
+from distill3d.methods.dd3g.input_images import multiview_frames, read_input_image
 from distill3d.render.splat import render_gaussian_batch
 from distill3d.world.reference_render import render_reference
 from distill3d.world_models.multiview_cameras import (
@@ -73,16 +73,14 @@ def world_rows(student, count: int, seed: int, views: int = VIEWS) -> torch.Tens
 
 
 def mesh_inputs(folder: Path) -> list[tuple[str, Path]]:
-    """(mesh name, its frame nearest elevation 15) per item of a render-meshes folder."""
-    picks = []
-    for item in sorted(folder.glob("shard-*/*/cameras.json")):
-        cameras = json.loads(item.read_text())
-        best = min(range(len(cameras)), key=lambda i: abs(cameras[i]["elevation"] - 15.0))
-        name = json.loads((item.parent / "item.json").read_text())["name"]
-        picks.append((Path(name).stem, sorted((item.parent / "frames").glob("*.png"))[best]))
-    if not picks:
-        raise SystemExit(f"{folder} holds no `data render-meshes --kind multiview` item")
-    return picks
+    """(mesh name, its frame nearest elevation 15) per item of a render-meshes folder, in item order."""
+    files, names, cameras = multiview_frames(folder, (-90.0, 90.0))
+    best: dict[str, tuple[float, Path]] = {}
+    for file, name, elevation in zip(files, names, cameras[:, 0].tolist()):
+        item = name.rsplit("/", 1)[0]
+        if item not in best or abs(elevation - 15.0) < best[item][0]:
+            best[item] = (abs(elevation - 15.0), file)
+    return [(Path(item).stem, file) for item, (_, file) in best.items()]
 
 
 def mesh_rows(student, folder: Path, seed: int, views: int = VIEWS) -> tuple[torch.Tensor, list[str]]:
@@ -151,4 +149,7 @@ def zoom(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:
+        raise SystemExit(f"dd3g_sheets: {error}") from None
