@@ -43,6 +43,7 @@ class ImageTo3DEvalConfig:
     turntable_views: int = 120      # views read by the classifier
     batch_size: int = 16            # objects at once
     teacher_steps: int | None = None  # DDIM steps of the teacher's own views (50 as collected); none: skip
+    split: str = "heldout"          # "train": the same figures on training objects (the generalisation gap)
 
 
 def novel_view_cameras(params: Tensor, count: int, resolution: int, generator: torch.Generator) -> Cameras:
@@ -69,7 +70,7 @@ def evaluate_student(student: PEPDStudent, classifier: WorldClassifier, perceptu
     R, K = student.config.image_size, student.config.num_views
     layout = MultiViewGroupCameras(num_views=K)
     generator = torch.Generator().manual_seed(config.seed)
-    objects = eval_objects(config.count)
+    objects = eval_objects(config.count, config.split)
     turntable_az = torch.arange(config.turntable_views, dtype=torch.float32) * (360.0 / config.turntable_views)
     rows: list[dict] = []
     for s in range(0, config.count, config.batch_size):

@@ -35,7 +35,7 @@ from distill3d.eval.view_ambiguity import BUCKET_MARGIN_DEG, bucket_hidden, degr
 from distill3d.metrics import psnr, ssim
 from distill3d.world.prompts import WorldObject
 from distill3d.world.reference_render import render_reference
-from distill3d.world.split import heldout_objects
+from distill3d.world.split import heldout_objects, train_objects
 from distill3d.world.views import view_bucket_index, view_prompt
 from distill3d.world.vocabulary import SHAPES_WITH_FRONT
 from distill3d.world_models.classifier import ATTRIBUTES, HEADS, WorldClassifier
@@ -51,9 +51,14 @@ TEXT_TO_IMAGE_TARGETS = {"shape": 0.95, "colour": 0.95, "pattern": 0.85}
 MULTIVIEW_TARGETS = {"psnr": 20.0, "ssim": 0.85}
 
 
-def eval_objects(count: int) -> list[WorldObject]:
-    """``count`` held-out objects, round robin."""
-    objects = heldout_objects()
+def eval_objects(count: int, split: str = "heldout") -> list[WorldObject]:
+    """``count`` objects of ``split``: held-out ones round robin, or training ones (to measure a
+    generalisation gap) evenly spaced over the 228 when ``count`` is smaller, else round robin."""
+    if split not in ("heldout", "train"):
+        raise ValueError(f"split must be 'heldout' or 'train', got {split!r}")
+    objects = heldout_objects() if split == "heldout" else train_objects()
+    if split == "train" and count < len(objects):
+        return [objects[i * len(objects) // count] for i in range(count)]
     return [objects[i % len(objects)] for i in range(count)]
 
 
