@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from distill3d.cameras import Cameras
+from distill3d.data.co3d import open_multiview_dataset
 from distill3d.data.layout import sample_cameras
-from distill3d.data.multiview import MultiviewDataset
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.export.scene import ExportConfig, export_scene
@@ -36,7 +36,7 @@ METHOD = "fit"
 class FitConfig:
     """Settings of ``distill3d fit`` (our defaults for 64x64 world objects; none comes from a paper)."""
 
-    data: str                                # a multi-view data set (``distill3d world dataset multiview``)
+    data: str                                # a multi-view data set (``distill3d world dataset multiview``) or CO3D folder
     item: int = 0                            # which sequence of the data set
     heldout_views: int = 8                   # the last frames of the sequence, never trained on, scored at the end
     steps: int = 2000                        # optimisation steps
@@ -66,7 +66,7 @@ def load_views(config: FitConfig) -> tuple[torch.Tensor, Cameras, torch.Tensor, 
     if not data.exists():
         raise UserError(f"data set {data} does not exist; write one with "
                         "'distill3d world dataset multiview --out DIR --count 1 --views 40'")
-    dataset = MultiviewDataset(data, background=config.background)
+    dataset = open_multiview_dataset(data, background=config.background)
     if not 0 <= config.item < len(dataset):
         raise UserError(f"--item {config.item} is out of range: {data} holds {len(dataset)} sequences")
     sample = dataset[config.item]

@@ -5,8 +5,9 @@
   azimuth as drawn, ``ASSUMED_ELEVATION``, ``ASSUMED_DISTANCE`` and ``ASSUMED_FOVY`` (the middle of the
   world's ranges). Inference assumes the same camera;
 - a multi-view data set (``distill3d data render-meshes --kind multiview`` of real meshes, or ``world
-  dataset multiview``): every frame whose elevation lies in the teacher's input range, with its own
-  elevation, distance and field of view.
+  dataset multiview``) or a CO3D folder (``distill3d.data.co3d``: frames cropped about their masks, in
+  the normalised world frame): every frame whose elevation lies in the teacher's input range, with its
+  own elevation, distance and field of view.
 
 The teacher and the student see only cameras relative to the input's, so only the input's elevation and
 framing matter, never its azimuth.
@@ -21,6 +22,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from distill3d.data.co3d import (
+    Co3dDataset,
+    Co3dFrame,
+    is_co3d_folder,
+    open_multiview_dataset,
+)
 from distill3d.data.layout import (
     CAMERAS_FILE,
     ITEM_FILE,
@@ -42,8 +49,12 @@ IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def read_input_image(path: str | Path, size: int) -> Tensor:
-    """An image file -> [size, size, 3] in [0, 1] over white (alpha composited; padded square with white)."""
+def read_input_image(path: str | Path | Co3dFrame, size: int) -> Tensor:
+    """An image file (or a CO3D frame) -> [size, size, 3] in [0, 1] over white (alpha composited; padded
+    square with white)."""
+    if isinstance(path, Co3dFrame):  # already square: cropped about its mask, the mask as alpha
+        rgba = path.rgba(size)
+        return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} is not a file")
@@ -94,20 +105,26 @@ def assume_input_camera(params: Tensor, elevation: float | Tensor = ASSUMED_ELEV
     return out
 
 
-def multiview_frames(root: Path, elevation_range: tuple[float, float]) -> tuple[list[Path], list[str], Tensor]:
-    """Frames of a multi-view data set whose elevation is in ``elevation_range``: files, names
-    ("<item name>/<frame>") and their cameras [n, 3] (elevation, distance, fovy)."""
-    dataset = MultiviewDataset(root)
+def multiview_frames(root: Path, elevation_range: tuple[float, float]
+                     ) -> tuple[list[Path | Co3dFrame], list[str], Tensor]:
+    """Frames of a multi-view data set or CO3D folder whose elevation is in ``elevation_range``: files (or
+    ``Co3dFrame``s, which ``read_input_image`` reads too), names ("<item name>/<frame>") and their cameras
+    [n, 3] (elevation, distance, fovy)."""
+    dataset = open_multiview_dataset(root)
     files, names, cameras = [], [], []
     lo, hi = elevation_range
     for index in range(len(dataset)):
-        folder = dataset.item_folder(index)
-        name = read_json(folder / ITEM_FILE)["name"]
-        _, params = read_cameras(folder / CAMERAS_FILE)
-        for v in range(len(params["elevation"])):
+        if isinstance(dataset, Co3dDataset):
+            name, params, frames = dataset.sequence_name(index), dataset.cameras(index), dataset.frames(index)
+        else:
+            folder = dataset.item_folder(index)
+            name = read_json(folder / ITEM_FILE)["name"]
+            _, params = read_cameras(folder / CAMERAS_FILE)
+            frames = [folder / "frames" / frame_name(v) for v in range(len(params["elevation"]))]
+        for v, frame in enumerate(frames):
             if lo <= float(params["elevation"][v]) <= hi:
-                files.append(folder / "frames" / frame_name(v))
-                names.append(f"{name}/{frame_name(v)}")
+                files.append(frame)
+                names.append(f"{name}/{frame.name}")
                 cameras.append([float(params[k][v]) for k in ("elevation", "distance", "fovy")])
     if not files:
         raise UserError(f"no frame of {root} has an elevation in [{lo:g}, {hi:g}] degrees, the teacher's input range")
@@ -115,8 +132,9 @@ def multiview_frames(root: Path, elevation_range: tuple[float, float]) -> tuple[
 
 
 def is_multiview_dataset(folder: Path) -> bool:
+    """A distill3d multi-view data set or a CO3D folder."""
     meta = folder / META_FILE
-    return meta.is_file() and read_json(meta).get("kind") == MultiviewDataset.kind
+    return is_co3d_folder(folder) or (meta.is_file() and read_json(meta).get("kind") == MultiviewDataset.kind)
 
 
 class InputImages:
