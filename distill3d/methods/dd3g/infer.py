@@ -84,7 +84,8 @@ def load_student(model: str | Path, device: torch.device) -> tuple[PEPDStudent, 
 class GraphedStudent:
     """The student's forward replayed from a CUDA graph, one recording per batch size
     (``diffusion.cuda_graph.GraphedForward``): at batch 1 the eager student waits on the CPU launching its
-    kernels (14.5 ms on an H200, benchmarks/RESULTS.md). Inference only; eager on the CPU. Called like the
+    kernels (9-15 ms on an H200 against 3.2 ms replayed, benchmarks/RESULTS.md). Inference only; eager on
+    the CPU; ``image_to_3d`` uses it on CUDA for a folder of images (a recording costs more than one call). Called like the
     student: ``GraphedStudent(student)(images, noise, cameras) -> GaussianBatch``.
     """
 
@@ -144,6 +145,8 @@ def image_to_3d(source: str | Path, config: ImageTo3DConfig, out_dir: str | Path
     student, _ = load_student(config.model, device)
     R = student.config.image_size
     images = [read_input_image(f, R) for f in files]  # every file checked before any output
+    if device.type == "cuda" and len(files) > 1:
+        student = GraphedStudent(student)  # recorded on the first image, replayed for the others
     out_root = Path(out_dir)
     summaries = []
     for file, image in zip(files, images):
