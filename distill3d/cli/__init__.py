@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "refine a text-to-3d NeRF run into a textured mesh (Consistent3D's second stage)"),
     "image-to-3d": ("distill3d.cli.image_to_3d", "3D Gaussians from one image with a trained DD3G student"),
     "dd3g": ("distill3d.cli.dd3g", "DD3G: collect the multi-view teacher's quadruples, check them, train the student"),
+    "holofusion": ("distill3d.cli.holofusion",
+                   "HoloFusion: train the 3D voxel diffusion model from posed views, sample grids, turntables, meshes"),
     "export": ("distill3d.cli.export", "write the assets of a run folder (ply, glb, obj, mp4, gif, model)"),
     "teacher": ("distill3d.cli.teacher", "train, sample and evaluate the world teachers and classifier"),
     "eval": ("distill3d.cli.eval", "score finished runs against the world's ground truth"),
