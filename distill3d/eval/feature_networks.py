@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
-from distill3d.eval.perceptual import _read_tensors
+from distill3d.eval.perceptual import _load, _read_tensors
 from distill3d.world_models.classifier import DEFAULT_CLASSIFIER, WorldClassifier
 
 
@@ -199,13 +199,7 @@ class InceptionFeatures(FeatureNetwork):
             raise UserError(f"{path} is not an Inception-v3 state dict (no fc.weight with 1008 or 1000 rows); "
                             f"expected {INCEPTION_SOURCES}")
         trunk = Inception3(num_classes=fc.shape[0], aux_logits=False, transform_input=False, init_weights=False)
-        own = trunk.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or reshaped:
-            raise UserError(f"{path} does not fit Inception-v3 (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                            f"other shape {reshaped[:3]}); expected {INCEPTION_SOURCES}")
-        trunk.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+        _load(trunk, state, path, INCEPTION_SOURCES, what="Inception-v3")
         return cls(trunk, fid_graph=fc.shape[0] == FID_CLASSES, device=device)
 
     @torch.no_grad()

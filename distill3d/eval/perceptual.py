@@ -307,12 +307,13 @@ def _trunk_of(state: dict[str, Tensor], path: str | Path) -> str:
                     f"features.0.weight); expected {' or '.join(BACKBONE_SOURCES.values())}")
 
 
-def _load(module: nn.Module, state: dict[str, Tensor], path: str | Path, source: str) -> None:
+def _load(module: nn.Module, state: dict[str, Tensor], path: str | Path, source: str, what: str = "LPIPS") -> None:
+    """Load ``state`` into ``module`` strictly, with a one-line error naming what does not fit ``what``."""
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
-        raise UserError(f"{path} does not fit LPIPS (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+        raise UserError(f"{path} does not fit {what} (missing {missing[:3]}, unexpected {unexpected[:3]}, "
                         f"other shape {reshaped[:3]}); expected {source}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 

@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 
 from distill3d.atomic_files import save_safetensors_atomic
 from distill3d.errors import NonFiniteLoss, UserError
-from distill3d.model_folder import WEIGHTS_FILE, export_folder, load_weights, resolve_model_folder, save_weights
+from distill3d.model_folder import (
+    WEIGHTS_FILE,
+    export_folder,
+    load_weights,
+    resolve_model_folder,
+    save_weights,
+)
 from distill3d.optim import OptimConfig, lr_at
 from distill3d.random_streams import Generators
 from distill3d.training.ema import EMA
@@ -94,7 +100,26 @@ class TrainingTask(Protocol):
         """Scalar training loss of one batch drawn from ``source``."""
 
 
-class TensorBatches:
+class StaticBatchSource:
+    """The no-op part of ``BatchSource`` for data that never changes (in memory, or read once): nothing to
+    fill, refresh or save with a checkpoint. Subclasses set ``render_seconds`` and define ``sample``."""
+
+    render_seconds: float = 0.0
+
+    def fill(self, generator: torch.Generator, progress: bool = True) -> None:
+        pass
+
+    def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
+        return False
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        pass
+
+
+class TensorBatches(StaticBatchSource):
     """A ``BatchSource`` of fixed tensors in memory (all of the same length N): ``sample(b, generator)``
     draws b rows uniformly. For tasks whose data fits in memory and never changes."""
 
@@ -111,18 +136,6 @@ class TensorBatches:
     def sample(self, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
         index = torch.randint(len(self), (batch,), generator=generator)
         return {k: v[index.to(v.device)] for k, v in self.tensors.items()}
-
-    def fill(self, generator: torch.Generator, progress: bool = True) -> None:
-        pass
-
-    def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
-        return False
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        pass
 
 
 def make_accelerator(device: str = "auto"):

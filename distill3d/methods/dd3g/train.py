@@ -16,19 +16,29 @@ bounds and scale range (``gaussian_heads``) are in world units. ``to_world`` map
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from distill3d.cameras import Cameras, orbit_cameras
-from distill3d.data.quadruples import FIELDS, QuadrupleDataset, params_to_cameras, quadruple_noise
+from distill3d.data.quadruples import (
+    FIELDS,
+    QuadrupleDataset,
+    params_to_cameras,
+    quadruple_noise,
+)
 from distill3d.guidance.sds import SDSLoss
-from distill3d.methods.dd3g.objective import ObjectiveConfig, curriculum_beta, opacity_term, random_grey
 from distill3d.methods.dd3g.collect import load_multiview_teacher
 from distill3d.methods.dd3g.gaussian_heads import GaussianHeadsConfig
 from distill3d.methods.dd3g.image_encoder import ImageEncoderConfig
+from distill3d.methods.dd3g.objective import (
+    ObjectiveConfig,
+    curriculum_beta,
+    opacity_term,
+    random_grey,
+)
 from distill3d.methods.dd3g.pattern_extraction import PatternExtractionConfig
 from distill3d.methods.dd3g.progressive_decoding import ProgressiveDecodingConfig
 from distill3d.methods.dd3g.student import PEPDConfig, PEPDStudent
@@ -37,6 +47,7 @@ from distill3d.optim import OptimConfig
 from distill3d.random_streams import Generators
 from distill3d.render.splat import render_gaussian_batch
 from distill3d.scene.gaussian_batch import GaussianBatch
+from distill3d.training.network_trainer import StaticBatchSource
 from distill3d.world_models.multiview_cameras import relative_cameras, split_groups
 from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 
@@ -89,7 +100,7 @@ def student_cameras(input_cameras: Cameras, target_cameras: Cameras) -> Cameras:
     return Cameras(c2w, targets.K, targets.width, targets.height)
 
 
-class QuadrupleSource:
+class QuadrupleSource(StaticBatchSource):
     """The collected quadruples in memory (uint8) as a ``BatchSource``; records the step it is at."""
 
     def __init__(self, root: str, teacher: WorldMultiViewTeacher, device: torch.device):
@@ -98,18 +109,9 @@ class QuadrupleSource:
         self.noise_channels, self.teacher, self.device = dataset.noise_channels, teacher, device
         self.render_seconds, self.step = 0.0, 0
 
-    def fill(self, generator: torch.Generator, progress: bool = True) -> None:
-        pass
-
     def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
         self.step = step
         return False
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        pass
 
     def sample(self, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
         """II [b, R, R, 3], OI [b, K, R, R, 3] in [0, 1], N [b, K, C, R, R], camera_params [b, 1 + K, 4]."""
@@ -186,5 +188,14 @@ class DD3GTask:
         return loss
 
 
-__all__ = ["DEFAULT_STUDENT", "DD3GTrainConfig", "DD3GTask", "tiny_student", "QuadrupleSource", "student_cameras", "random_view_cameras", "KIND",
-           "STUDENT_FRAME_DISTANCE"]
+__all__ = [
+    "DEFAULT_STUDENT",
+    "KIND",
+    "STUDENT_FRAME_DISTANCE",
+    "DD3GTask",
+    "DD3GTrainConfig",
+    "QuadrupleSource",
+    "random_view_cameras",
+    "student_cameras",
+    "tiny_student",
+]

@@ -21,7 +21,6 @@ Images come at the super-resolution target size R = S * scale (the world's rende
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +30,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distill3d.cameras import Cameras
-from distill3d.data.multiview import (
-    FOVY_DEG,
-    FRAMING_DISTANCE,
-    MultiviewDataset,
-    SphereViews,
-)
+from distill3d.data.co3d import open_multiview_dataset
+from distill3d.data.multiview import FOVY_DEG, FRAMING_DISTANCE, SphereViews
 from distill3d.errors import UserError
+from distill3d.training.network_trainer import StaticBatchSource
 from distill3d.world_models.render_pool import RenderPool, RenderPoolConfig
 
 __all__ = ["DatasetViewGroups", "ViewGroupBatch", "ViewsConfig", "WorldDataConfig", "WorldViewGroups"]
@@ -143,16 +139,7 @@ class WorldViewGroups:
         return ViewGroupBatch(images, self.pool.c2w[index], self.pool.K[index])
 
 
-def open_views_dataset(root: Path):
-    """A multi-view data set folder, or a CO3D folder when ``distill3d.data.co3d`` exists (colours over white)."""
-    if importlib.util.find_spec("distill3d.data.co3d") is not None:
-        from distill3d.data.co3d import open_multiview_dataset
-
-        return open_multiview_dataset(root, background=1.0)
-    return MultiviewDataset(root, background=1.0)
-
-
-class DatasetViewGroups:
+class DatasetViewGroups(StaticBatchSource):
     """Groups drawn from the sequences of a multi-view data set held in memory (uint8); a ``BatchSource``.
 
     Every sequence needs at least ``target_views + 1`` frames; when the shortest has fewer than
@@ -161,7 +148,7 @@ class DatasetViewGroups:
 
     def __init__(self, root: str | Path, views: ViewsConfig, resolution: int, device: torch.device,
                  progress: bool = True):
-        dataset = open_views_dataset(Path(root))
+        dataset = open_multiview_dataset(Path(root), background=1.0)  # colours over white
         if len(dataset) == 0:
             raise UserError(f"{root} holds no sequences")
         self.render_seconds, self.device, self.resolution = 0.0, device, resolution
@@ -183,18 +170,6 @@ class DatasetViewGroups:
             raise UserError(f"{root}: a sequence has {shortest} frames; HoloFusion needs at least "
                             f"{views.target_views + 1} (target views + 1 source view)")
         self.group_size = min(views.group_size, shortest)
-
-    def fill(self, generator: torch.Generator, progress: bool = True) -> None:
-        pass
-
-    def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
-        return False
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        pass
 
     def sample(self, batch: int, generator: torch.Generator) -> ViewGroupBatch:
         items = torch.randint(len(self.images), (batch,), generator=generator).tolist()
