@@ -107,9 +107,15 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise UserError("--data is needed: a folder written by `distill3d dd3g collect`")
-        config = DD3GTrainConfig(data=str(Path(args.data).resolve()))
+        meta, _ = check_quadruple_folder(Path(args.data))
+        config = DD3GTrainConfig(data=str(Path(args.data).resolve()), teacher=meta["teacher"])
         if args.tiny:
             config = replace(config, student=tiny_student())
+        # the student's inputs are the collection's: image size, views, and N's channels and size
+        config = replace(config, student=replace(config.student, image_size=int(meta["resolution"]),
+                                                 num_views=int(meta["views"]),
+                                                 noise_channels=int(meta["noise_channels"]),
+                                                 noise_size=int(meta.get("noise_size", meta["resolution"]))))
         optim = config.optim
         for name in ("batch_size", "lr"):
             if getattr(args, name) is not None:
@@ -124,8 +130,12 @@ def _train(args: argparse.Namespace) -> int:
 
             from distill3d.methods.dd3g.collect import load_multiview_teacher
             from distill3d.methods.dd3g.teacher_init import teacher_shaped_student
+            from distill3d.world_models.teachers import WorldMultiViewTeacher
 
             teacher = load_multiview_teacher(config.teacher, torch.device("cpu"))
+            if not isinstance(teacher, WorldMultiViewTeacher):
+                raise UserError("--pattern-from-teacher needs the world's multi-view teacher (its encoder is what "
+                                f"the student copies); {config.teacher} is another kind of model")
             config = replace(config, student=teacher_shaped_student(config.student, teacher.config.net))
     if config.steps <= 0 or config.optim.batch_size <= 0:
         raise UserError("--steps and --batch-size must be positive")

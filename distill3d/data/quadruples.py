@@ -92,7 +92,8 @@ class QuadrupleDataset(Dataset):
     """The quadruples of a collected folder, one item at a time (all shards held in memory as uint8).
 
     Item: ``input_image`` [R, R, 3] and ``output_images`` [K, R, R, 3] float in [0, 1] on white,
-    ``noise`` [K, C, R, R], ``camera_params`` [1 + K, 4], ``index`` and ``object`` (ints).
+    ``noise`` [K, C, h, h] (h = R for a pixel-space teacher, ``meta["noise_size"]`` for a latent one),
+    ``camera_params`` [1 + K, 4], ``index`` and ``object`` (ints).
     """
 
     def __init__(self, root: str | Path):
@@ -101,18 +102,19 @@ class QuadrupleDataset(Dataset):
         parts = [read_shard(p) for p in shards]
         self.data = {k: torch.cat([p[k] for p in parts]) for k in FIELDS}
         self.noise_channels = int(self.meta["noise_channels"])
+        self.noise_size = int(self.meta.get("noise_size", self.meta["resolution"]))  # latent teachers: h < R
 
     def __len__(self) -> int:
         return int(self.data["index"].shape[0])
 
     def __getitem__(self, i: int) -> dict:
         d = self.data
-        K, R = d["output_images"].shape[1], d["output_images"].shape[2]
+        K = d["output_images"].shape[1]
         return {"index": int(d["index"][i]), "object": int(d["object"][i]),
                 "input_image": d["input_image"][i].float() / 255.0,
                 "output_images": d["output_images"][i].float() / 255.0,
                 "camera_params": d["camera_params"][i],
-                "noise": quadruple_noise(int(d["noise_seed"][i]), K, self.noise_channels, R)}
+                "noise": quadruple_noise(int(d["noise_seed"][i]), K, self.noise_channels, self.noise_size)}
 
 
 def shard_ranges(count: int, shard_size: int) -> list[range]:
@@ -126,5 +128,18 @@ def noise_seed(seed: int, index: int) -> int:
     return ((int(hi) << 32) | int(lo)) & ((1 << 63) - 1)
 
 
-__all__ = ["KIND", "FIELDS", "CAMERA_PARAMS", "QuadrupleDataset", "check_quadruple_folder", "quadruple_noise", "params_to_cameras",
-           "read_shard", "write_shard", "shard_file", "shard_ranges", "noise_seed", "to_uint8"]
+__all__ = [
+    "CAMERA_PARAMS",
+    "FIELDS",
+    "KIND",
+    "QuadrupleDataset",
+    "check_quadruple_folder",
+    "noise_seed",
+    "params_to_cameras",
+    "quadruple_noise",
+    "read_shard",
+    "shard_file",
+    "shard_ranges",
+    "to_uint8",
+    "write_shard",
+]

@@ -27,13 +27,30 @@ from tqdm.auto import tqdm
 
 from distill3d.configs import config_from_dict, config_to_dict
 from distill3d.data.layout import META_FILE, dumps_json, read_json
-from distill3d.data.quadruples import (KIND, params_to_cameras, quadruple_noise, noise_seed, read_shard, shard_file,
-                                       shard_ranges, to_uint8, write_shard)
+from distill3d.data.quadruples import (
+    KIND,
+    noise_seed,
+    params_to_cameras,
+    quadruple_noise,
+    read_shard,
+    shard_file,
+    shard_ranges,
+    to_uint8,
+    write_shard,
+)
 from distill3d.data.shards import item_generator, open_dataset_dir, write_text_atomic
 from distill3d.devices import pick_device
+from distill3d.diffusion.multiview_diffusers import (
+    DiffusersMultiViewTeacher,
+    is_multiview_diffusers_folder,
+)
 from distill3d.errors import UserError
 from distill3d.methods.dd3g.input_images import InputImages, assume_input_camera
-from distill3d.world_models.multiview_cameras import MultiViewGroupCameras, sample_multiview_groups, split_groups
+from distill3d.world_models.multiview_cameras import (
+    MultiViewGroupCameras,
+    sample_multiview_groups,
+    split_groups,
+)
 from distill3d.world_models.teachers import DEFAULT_MULTIVIEW, WorldMultiViewTeacher
 
 
@@ -62,16 +79,19 @@ class CollectConfig:
 
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) from torchrun's / accelerate's environment; (0, 1) when run alone."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if not 0 <= rank < world:
         raise UserError(f"RANK={rank} is outside WORLD_SIZE={world}")
     return rank, world
 
 
-def load_multiview_teacher(name: str, device: torch.device) -> WorldMultiViewTeacher:
-    """The world's multi-view teacher by shipped name or model folder, with a clear error otherwise."""
+def load_multiview_teacher(name: str, device: torch.device) -> WorldMultiViewTeacher | DiffusersMultiViewTeacher:
+    """The world's multi-view teacher by shipped name or model folder, or an ImageDream / MVDream diffusers
+    folder (``multiview_diffusers``), with a clear error otherwise."""
     if name != DEFAULT_MULTIVIEW and not Path(name).is_dir():
         raise UserError(f"teacher {name!r} is neither {DEFAULT_MULTIVIEW!r} nor a model folder")
+    if name != DEFAULT_MULTIVIEW and is_multiview_diffusers_folder(name):
+        return DiffusersMultiViewTeacher.from_pretrained(name, device=device)
     return WorldMultiViewTeacher.from_pretrained(name, device=device)
 
 
@@ -100,7 +120,8 @@ def teacher_views(teacher: WorldMultiViewTeacher, plan: dict[str, Tensor], confi
     inputs, targets = split_groups(cameras, K)
     # quantised as stored, so that the stored II is what the teacher saw
     input_image = to_uint8(sources.images(plan["object"], inputs.to(teacher.device))).float() / 255.0
-    noise = torch.cat([quadruple_noise(int(s), K, teacher.latent_channels, R) for s in plan["noise_seed"]])
+    h = teacher.latent_size(R)  # R for the world's pixel-space teacher, R / 8 for a latent one
+    noise = torch.cat([quadruple_noise(int(s), K, teacher.latent_channels, h) for s in plan["noise_seed"]])
     cond = teacher.encode_condition(input_image.to(teacher.device), inputs, targets)
     outputs = teacher.sample(cond, num_steps=config.ddim_steps, guidance_scale=config.guidance_scale,
                              noise=noise.to(teacher.device))
@@ -108,7 +129,9 @@ def teacher_views(teacher: WorldMultiViewTeacher, plan: dict[str, Tensor], confi
 
 
 def collection_meta(config: CollectConfig, teacher: WorldMultiViewTeacher, sources: InputImages) -> dict:
-    return {"kind": KIND, "count": config.count, "seed": config.seed, "teacher": config.teacher,
+    R = int(teacher.native_image_size)
+    latent = {} if teacher.latent_size(R) == R else {"noise_size": int(teacher.latent_size(R))}  # N's h = w
+    return {**latent, "kind": KIND, "count": config.count, "seed": config.seed, "teacher": config.teacher,
             "ddim_steps": config.ddim_steps, "guidance_scale": config.guidance_scale,
             "shard_size": config.shard_size, "resolution": int(teacher.native_image_size),
             "noise_channels": int(teacher.latent_channels), "views": config.cameras.num_views,
@@ -194,5 +217,11 @@ def verify_quadruples(root: str | Path, items: int = 4, device: str = "auto") ->
             "reproduced": same_plan and int(ii_diff.max()) == 0 and int(oi_diff.max()) <= VERIFY_TOLERANCE_UINT8}
 
 
-__all__ = ["CollectConfig", "collect_quadruples", "verify_quadruples", "plan_items", "teacher_views",
-           "distributed_rank"]
+__all__ = [
+    "CollectConfig",
+    "collect_quadruples",
+    "distributed_rank",
+    "plan_items",
+    "teacher_views",
+    "verify_quadruples",
+]

@@ -106,7 +106,8 @@ class QuadrupleSource(StaticBatchSource):
     def __init__(self, root: str, teacher: WorldMultiViewTeacher, device: torch.device):
         dataset = QuadrupleDataset(root)
         self.data = {k: dataset.data[k] for k in FIELDS}
-        self.noise_channels, self.teacher, self.device = dataset.noise_channels, teacher, device
+        self.noise_channels, self.noise_size = dataset.noise_channels, dataset.noise_size
+        self.teacher, self.device = teacher, device
         self.render_seconds, self.step = 0.0, 0
 
     def maybe_refresh(self, step: int, generator: torch.Generator) -> bool:
@@ -114,11 +115,13 @@ class QuadrupleSource(StaticBatchSource):
         return False
 
     def sample(self, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """II [b, R, R, 3], OI [b, K, R, R, 3] in [0, 1], N [b, K, C, R, R], camera_params [b, 1 + K, 4]."""
+        """II [b, R, R, 3], OI [b, K, R, R, 3] in [0, 1], N [b, K, C, h, h] (h = R, or the latent size of a
+        latent teacher), camera_params [b, 1 + K, 4]."""
         pick = torch.randint(len(self.data["index"]), (batch,), generator=generator)
         out = {k: self.data[k][pick] for k in ("camera_params", "input_image", "output_images", "noise_seed")}
-        K, R = out["output_images"].shape[1:3]
-        out["noise"] = torch.stack([quadruple_noise(int(s), K, self.noise_channels, R) for s in out["noise_seed"]])
+        K = out["output_images"].shape[1]
+        out["noise"] = torch.stack([quadruple_noise(int(s), K, self.noise_channels, self.noise_size)
+                                    for s in out["noise_seed"]])
         out["input_image"] = out["input_image"].float() / 255.0
         out["output_images"] = out["output_images"].float() / 255.0
         return {k: v.to(self.device) for k, v in out.items()}
