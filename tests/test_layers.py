@@ -24,7 +24,8 @@ LAYERS = {
     "training": 8,                                                    # run folders, the loops
     "methods": 9,
     "eval": 10,
-    "cli": 11, "__main__": 11,
+    "viewer": 11,                                                     # the browser viewer: reads any run's output
+    "cli": 12, "__main__": 12,
 }
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dd3g": ("distill3d.cli.dd3g", "DD3G: collect the multi-view teacher's quadruples, check them, train the student"),
     "holofusion": ("distill3d.cli.holofusion",
                    "HoloFusion: train the 3D voxel diffusion model from posed views, sample grids, turntables, meshes"),
+    "view": ("distill3d.cli.view", "look at a run folder in the browser (viser), or with --viewer while it trains"),
     "export": ("distill3d.cli.export", "write the assets of a run folder (ply, glb, obj, mp4, gif, model)"),
     "teacher": ("distill3d.cli.teacher", "train, sample and evaluate the world teachers and classifier"),
     "eval": ("distill3d.cli.eval", "score finished runs against the world's ground truth"),

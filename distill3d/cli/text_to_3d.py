@@ -6,6 +6,7 @@ import argparse
 
 from distill3d.cli.dataclass_args import add_config_options, config_from_args
 from distill3d.cli.run_options import add_run_folder_options, print_run_summary
+from distill3d.cli.view import add_live_viewer_options, live_viewer
 
 
 def register(commands, help_text: str) -> None:
@@ -19,6 +20,7 @@ def register(commands, help_text: str) -> None:
                                         "part of an hour: use a GPU, or the cut-down `distill3d demo`.")
     p.add_argument("prompt", help='e.g. "a red striped torus" (views are added per camera)')
     add_run_folder_options(p)
+    add_live_viewer_options(p)
     add_config_options(p, Consistent3DConfig)
     p.set_defaults(run=_run)
 
@@ -27,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from distill3d.methods.consistent3d import Consistent3DConfig, text_to_3d
 
     config = config_from_args(Consistent3DConfig, args)  # every option checked before any work
-    summary = text_to_3d(args.prompt, config, args.out, resume=args.resume)
+    with live_viewer(args, args.prompt):
+        summary = text_to_3d(args.prompt, config, args.out, resume=args.resume)
     print_run_summary(summary, ("prompt", "steps", "seconds", "final_loss"))
     return 0

@@ -13,7 +13,9 @@ generators, a fixed noise). The loop does the rest, the same way for every metho
   parameters that are not finite are never checkpointed, so the last checkpoint is good
   (``NonFiniteLoss`` says which step and what to do);
 - ``finish_run`` writes summary.json and exports the asset (an export that fails is a warning:
-  the run itself is kept).
+  the run itself is kept);
+- watchers: ``watch_loops(fn)`` calls ``fn(LoopTick)`` after every step of the loops run inside
+  it (the live viewer, ``distill3d fit --viewer``); with no watcher a step pays one list check.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +76,33 @@ class LoopResult:
     seconds_per_phase: dict[str, float] = field(default_factory=dict)  # with ``profile``
 
 
+@dataclass
+class LoopTick:
+    """What a watcher of the loop sees after a step: the run, how far it is and its modules (live, not
+    copies: a watcher that keeps them beyond the call must copy them)."""
+
+    run: RunDir
+    step: int
+    steps: int
+    loss: float
+    seconds: float
+    modules: dict[str, nn.Module]
+
+
+_watchers: list[Callable[[LoopTick], None]] = []
+
+
+@contextmanager
+def watch_loops(watcher: Callable[[LoopTick], None]) -> Iterator[None]:
+    """Call ``watcher(tick)`` after every step of every ``run_loop`` inside the block (on the loop's
+    thread, so it must return quickly: hand the work to a thread of its own)."""
+    _watchers.append(watcher)
+    try:
+        yield
+    finally:
+        _watchers.remove(watcher)
+
+
 def _parameters_finite(modules: dict[str, nn.Module]) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules.values() for p in m.parameters())
 
@@ -112,6 +142,10 @@ def run_loop(run: RunDir, job: SceneJob, *, steps: int, config: LoopConfig, resu
             stats = {**stats, **job.after_step(step)}
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4g}")
+        if _watchers:
+            tick = LoopTick(run, step, steps, loss_value, time.perf_counter() - start, job.modules)
+            for watcher in _watchers:
+                watcher(tick)
         if step % config.checkpoint_every == 0 or step == steps:
             if not _parameters_finite(job.modules):
                 step -= 1
