@@ -99,6 +99,8 @@ def test_a_folder_of_results_names_one_to_view(tmp_path):
         write_gaussians_ply(tmp_path / name / "gaussians.ply", red_ball(10))
     with pytest.raises(UserError, match=r"holds 2 results \(cat, dog\); view one: distill3d view .*cat"):
         load_view_content(tmp_path)
+    (tmp_path / "dog" / "gaussians.ply").unlink()  # one result left: the folder opens it (the demo's case)
+    assert load_view_content(tmp_path).gaussians.means.shape[0] == 10
 
 
 def test_missing_viser_says_how_to_install(monkeypatch):

@@ -112,6 +112,8 @@ def load_view_content(path: str | Path) -> ViewContent:
         if (path / name).is_file():
             return ViewContent(label, mesh=_read_mesh(path / name), cameras=training_cameras(config))
     inside = sorted(p.name for p in path.iterdir() if p.is_dir() and any((p / a).is_file() for a in ASSET_FILES))
+    if len(inside) == 1:  # e.g. the demo's folder: its one run
+        return load_view_content(path / inside[0])
     if inside:
         listed = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "")
         raise UserError(f"{path} holds {len(inside)} results ({listed}); view one: distill3d view {path / inside[0]}")
