@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_configs import write_tiny_tokenizer
 
 from distill3d.cameras import orbit_cameras
 from distill3d.cli import main
@@ -30,17 +31,6 @@ TINY_UNET = {"image_size": 4, "in_channels": 4, "out_channels": 4, "model_channe
 IP_TOKENS = 4
 
 
-def write_tokenizer(folder) -> None:
-    """A character-level CLIP BPE vocabulary (vocab.json + merges.txt)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in "abcdefghijklmnopqrstuvwxyz":
-            vocab[c + suffix] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-
-
 def write_folder(folder, image_conditioned: bool) -> None:
     """Save a tiny MVDream (text) or ImageDream (image prompt) pipeline as mvdream_diffusers does."""
     from diffusers import AutoencoderKL, DDIMScheduler
@@ -54,7 +44,7 @@ def write_folder(folder, image_conditioned: bool) -> None:
     )
 
     torch.manual_seed(0)
-    write_tokenizer(folder / "tokenizer_src")
+    write_tiny_tokenizer(folder / "tokenizer_src")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer_src", model_max_length=8)
     tokenizer.save_pretrained(folder / "tokenizer")
     CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=1,

@@ -5,26 +5,28 @@ import shutil
 
 import pytest
 import torch
+from tiny_configs import write_tiny_tokenizer
 
-from distill3d.diffusion import NoiseSchedule, PixelTeacher, Teacher, TextCond, apply_cfg, ddim_sample
+from distill3d.diffusion import (
+    NoiseSchedule,
+    PixelTeacher,
+    Teacher,
+    TextCond,
+    apply_cfg,
+    ddim_sample,
+)
 from distill3d.diffusion.stable_diffusion import StableDiffusionTeacher
 from distill3d.errors import UserError
 
 
-def write_tiny_tokenizer(folder) -> None:
-    """A character-level CLIP BPE vocabulary: enough to tokenise lowercase prompts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in "abcdefghijklmnopqrstuvwxyz":
-            vocab[c + suffix] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-
-
 @pytest.fixture(scope="module")
 def tiny_sd_folder(tmp_path_factory):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     root = tmp_path_factory.mktemp("tiny_sd")

@@ -1,4 +1,6 @@
-"""CPU-sized configs of the per-scene methods, shared by the tests."""
+"""CPU-sized configs of the per-scene methods and tiny model parts, shared by the tests."""
+
+import json
 
 from distill3d.camera_sampling import OrbitCameraConfig
 from distill3d.export.scene import ExportConfig
@@ -20,3 +22,14 @@ def tiny_text_to_3d(representation: str = "nerf", *, turntable_frames: int = 2, 
                                       mesh_threshold=5.0))
     values.update(fields)
     return Consistent3DConfig(**values)
+
+
+def write_tiny_tokenizer(folder) -> None:
+    """A character-level CLIP BPE vocabulary (vocab.json + merges.txt): enough to tokenise lowercase prompts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for c in "abcdefghijklmnopqrstuvwxyz":
+            vocab[c + suffix] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
