@@ -1,6 +1,7 @@
 """HoloFusion end to end on the CPU: `distill3d holofusion train` (resume = uninterrupted), `sample`, the
 training loss on a tiny overfit, and the one-line errors."""
 
+import importlib.util
 import json
 from dataclasses import replace
 
@@ -123,6 +124,11 @@ def test_distill_command_refines_a_written_sample(trained, tmp_path, capsys):
                "--turntable-frames", "0", "--mesh-resolution", "12", "--mesh-threshold", str(threshold)]
     assert main(distill + ["--out", str(tmp_path / "d"), "--steps", "3"]) == 0
     assert (tmp_path / "d" / "scene.glb").is_file() or any((tmp_path / "d").glob("*.glb"))
+    if importlib.util.find_spec("viser") is not None:  # --viewer: the fine grid shown while it is fitted
+        from distill3d.viewer.headless import free_port
+
+        assert main(distill + ["--out", str(tmp_path / "v"), "--steps", "3", "--viewer", "--viewer-port",
+                               str(free_port())]) == 0
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["fine_resolution"] == 15 and summary["samples_per_camera"] == 5
     assert summary["bank_loss_start"] is not None and summary["bank_loss_start"] > 0

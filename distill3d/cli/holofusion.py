@@ -66,6 +66,7 @@ def register(commands, help_text: str) -> None:
     s.set_defaults(run=_sample)
 
     from distill3d.cli.holofusion_distill import add_distill_arguments
+    from distill3d.cli.view import add_live_viewer_options
 
     d = sub.add_parser("distill", help="distil super-resolved views of one sample into a finer grid (Sec. 3.3.2)",
                        usage="distill3d holofusion distill --model RUN_OR_MODEL --sample DIR/sample-NNN --out RUN "
@@ -80,6 +81,7 @@ def register(commands, help_text: str) -> None:
     d.add_argument("--sample", required=True, type=Path,
                    help="a sample folder written by `holofusion sample` (or its grid.safetensors)")
     add_distill_arguments(d)
+    add_live_viewer_options(d)
     d.set_defaults(run=_distill)
 
 
@@ -180,6 +182,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _distill(args: argparse.Namespace) -> int:
     from distill3d.cli.holofusion_distill import run_distill
+    from distill3d.cli.view import live_viewer
     from distill3d.devices import pick_device
     from distill3d.errors import UserError
     from distill3d.methods.holofusion.sample import load_holofusion, read_sample_grid
@@ -192,4 +195,5 @@ def _distill(args: argparse.Namespace) -> int:
     if model.super_resolution is None:
         raise UserError(f"{args.model} was trained without its super-resolution model; nothing to distil from")
     coarse = read_sample_grid(grid, device)
-    return run_distill(args, coarse, model.super_resolution, model.sr_schedule)
+    with live_viewer(args, f"holofusion distill {args.sample}"):
+        return run_distill(args, coarse, model.super_resolution, model.sr_schedule)
