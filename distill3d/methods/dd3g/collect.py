@@ -133,7 +133,7 @@ def collection_meta(config: CollectConfig, teacher: WorldMultiViewTeacher, sourc
     latent = {} if teacher.latent_size(R) == R else {"noise_size": int(teacher.latent_size(R))}  # N's h = w
     return {**latent, "kind": KIND, "count": config.count, "seed": config.seed, "teacher": config.teacher,
             "ddim_steps": config.ddim_steps, "guidance_scale": config.guidance_scale,
-            "shard_size": config.shard_size, "resolution": int(teacher.native_image_size),
+            "shard_size": config.shard_size, "resolution": R,
             "noise_channels": int(teacher.latent_channels), "views": config.cameras.num_views,
             "cameras": config_to_dict(config.cameras), "images": str(sources.folder.resolve()) if sources.folder else "",
             "objects": sources.names}

@@ -136,10 +136,11 @@ def sample_grids(model: HoloFusionModel, count: int, *, steps: int = 100, eta: f
     schedule = model.schedule.to(device)
     timesteps = ddim_timesteps(steps, T, "trailing").tolist()
     d, S = cfg.grid.feature_dim, cfg.grid.resolution
+    shared = conditioning_for(model, 1, condition)  # once: the same views condition every sample
     out = []
     for start in range(0, count, batch_size):
         b = min(batch_size, count - start)
-        v_bar = conditioning_for(model, b, condition)
+        v_bar = shared.expand(b, *shared.shape[1:])
         x = torch.randn(b, d, S, S, S, generator=generator, device=device)
         for i, t in enumerate(timesteps):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
