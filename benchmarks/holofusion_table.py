@@ -38,7 +38,9 @@ the paper cannot measure (3D consistency, memorisation) and the time per sample.
 Resumable: a sample of a variant is done when its PNGs and its DIR/<variant>/measures/<sample>.json with
 the same settings exist; those are reused, so a time-boxed call (``--max-minutes``: no new sample is
 started after it) can be repeated until the table is complete. DIR/table.json and DIR/table.md are
-written at the end of every call (rows still incomplete are marked).
+written at the end of every call (rows still incomplete are marked). ``--jobs N`` deals the (variant,
+sample) pairs to N worker processes of this script on the same folder; it pays only where one process
+leaves the device idle (on one H200 one distillation already filled it).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import argparse
 import hashlib
 import json
 import math
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -61,7 +64,6 @@ from distill3d.atomic_files import write_json_atomic
 from distill3d.cameras import Cameras
 from distill3d.cli.config_overrides import apply_overrides
 from distill3d.configs import config_to_dict
-from distill3d.data.multiview import SphereViews
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.eval.consistency import view_consistency
@@ -136,6 +138,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--no-reference-floor", action="store_true", help="skip the second reference draw")
     p.add_argument("--max-minutes", type=float, default=None, help="start no new sample after this many minutes")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes sharing the device, the (variant, sample) pairs dealt round robin; "
+                        "their seconds per sample include the waiting (on one H200, 8 jobs made no more "
+                        "distillation steps a second than 1)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "K/N": make pairs k = K mod N, no table
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -143,6 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("--count must be >= 1, --views >= 2, --num-samples and --sample-steps >= 1")
     if args.count * args.views < 2:
         raise UserError("FID needs at least 2 images per set: raise --count or --views")
+    if args.jobs < 1:
+        raise UserError("--jobs must be >= 1")
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variant_list if v not in VARIANTS]
     if unknown or not args.variant_list:
@@ -189,10 +198,7 @@ def coarse_samples(model: HoloFusionModel, args: argparse.Namespace, out: Path, 
 
 def draw_cameras(model: HoloFusionModel, count: int, resolution: int, seed: int) -> Cameras:
     """``count`` cameras like the model's world training views (module docstring, step 2)."""
-    v = model.config.views
-    sphere = SphereViews(elevation_range=tuple(v.elevation_range), distance_range=(v.distance, v.distance),
-                         fovy_deg=v.fovy)
-    return sphere.sample(count, resolution, torch.Generator().manual_seed(seed))[0]
+    return model.config.views.draw(count, resolution, seed)
 
 
 def _sync(device: torch.device) -> None:
@@ -515,6 +521,19 @@ def build_table(args, variants, runner: VariantRunner, out: Path, reference: dic
     }
 
 
+def run_workers(args: argparse.Namespace, argv: list[str] | None, deadline: float | None) -> None:
+    """``--jobs`` processes of this script on the same folder, worker k making the pairs k, k + jobs, ...
+    (the samples, the cameras and the reference are already on disk); returns when all have ended. The
+    caller then makes what is left and writes the table."""
+    base = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv)]
+    if deadline is not None:
+        base += ["--max-minutes", repr(max(0.0, (deadline - time.monotonic()) / 60.0))]
+    workers = [subprocess.Popen([*base, "--worker", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
+    failed = [w.args[-1] for w in workers if w.wait() != 0]
+    if failed:
+        print(f"holofusion_table: workers {', '.join(failed)} failed; their samples are made here", flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     began = time.monotonic()
@@ -559,19 +578,22 @@ def main(argv: list[str] | None = None) -> dict:
     common = {"model": weights, "grids": grids_sum, "views": args.views, "resolution": resolution,
               "num_samples": args.num_samples, "seed": args.seed, "cameras": _sha(cams.c2w.numpy().tobytes())}
     runner = VariantRunner(model, grids, cams, args, distill, memorisation, out, device, common)
-    stopped = False
-    for variant in args.variant_list:
-        for i in range(args.count):
-            if runner.done(variant, i):
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                stopped = True
-                break
-            record = runner.run(variant, i)
-            print(f"holofusion_table: {variant} sample {i + 1}/{args.count}: {record['seconds']:.1f} s, "
-                  f"reprojection MAE {record['consistency']['mae']:.4f}", flush=True)
-        if stopped:
+    pairs = [(variant, i) for variant in args.variant_list for i in range(args.count)]
+    if args.worker is not None:
+        k, n = (int(x) for x in args.worker.split("/"))
+        pairs = pairs[k::n]
+    elif args.jobs > 1:
+        run_workers(args, argv, deadline)
+    for variant, i in pairs:
+        if runner.done(variant, i):
+            continue
+        if deadline is not None and time.monotonic() > deadline:
             break
+        record = runner.run(variant, i)
+        print(f"holofusion_table: {variant} sample {i + 1}/{args.count}: {record['seconds']:.1f} s, "
+              f"reprojection MAE {record['consistency']['mae']:.4f}", flush=True)
+    if args.worker is not None:
+        return {}
 
     floor = None
     if not args.no_reference_floor:

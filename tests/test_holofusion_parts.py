@@ -9,6 +9,7 @@ from torch import nn
 from distill3d.cameras import Cameras, intrinsics_from_fovy, look_at, orbit_cameras
 from distill3d.methods.holofusion.objective import (
     DiffusionConfig,
+    ObjectiveConfig,
     double_denoise,
     grid_schedule,
 )
@@ -149,7 +150,7 @@ class _Spy(nn.Module):
         self.calls = []
 
     def forward(self, v_t, v_bar, t):
-        self.calls.append((v_t, t))
+        self.calls.append((v_t, t, v_bar))
         return torch.tanh(self.w * v_t + v_bar.mean(1, keepdim=True))
 
 
@@ -160,7 +161,8 @@ def test_double_denoising_renoises_the_first_pass(detach):
     gen = torch.Generator().manual_seed(5)
     replay = torch.Generator().set_state(gen.get_state())
     out = double_denoise(spy, v_bar, schedule, gen, feature_dim=1, detach_first_pass=detach)
-    (v_T, t_first), (v_t, t) = spy.calls
+    (v_T, t_first, first_bar), (v_t, t, second_bar) = spy.calls
+    assert first_bar is v_bar and second_bar is v_bar                           # Eq. 5-6: the same Vbar
     assert torch.equal(t_first, torch.full((3,), 49))                          # from pure noise at T
     assert torch.equal(v_T, torch.randn(3, 1, 4, 4, 4, generator=replay))
     assert torch.equal(t, torch.randint(0, 50, (3,), generator=replay))
@@ -173,3 +175,14 @@ def test_double_denoising_renoises_the_first_pass(detach):
         assert torch.allclose(spy.w.grad, direct)
     else:
         assert not torch.allclose(spy.w.grad, direct)
+
+
+def test_first_pass_views_all_gives_the_first_pass_its_own_conditioning():
+    schedule = grid_schedule(DiffusionConfig(num_train_timesteps=50))
+    spy, v_bar, v_all = _Spy(), torch.zeros(2, 2, 4, 4, 4), torch.randn(2, 2, 4, 4, 4)
+    out = double_denoise(spy, v_bar, schedule, torch.Generator().manual_seed(1), feature_dim=1, v_bar_first=v_all)
+    (_, _, first_bar), (_, _, second_bar) = spy.calls
+    assert first_bar is v_all and second_bar is v_bar
+    assert torch.allclose(out["v_0"], torch.tanh(spy.w * spy.calls[0][0] + v_all.mean(1, keepdim=True)))
+    with pytest.raises(ValueError, match="first_pass_views"):
+        ObjectiveConfig(first_pass_views="none")

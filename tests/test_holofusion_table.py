@@ -139,3 +139,15 @@ def test_predicted_shapes_from_features_equal_the_classifier(runs, table_script)
     pixels = PixelFeatures(8)
     from_images = table_script.predicted_shapes(files, pixels.features(images), pixels, network.classifier)
     assert from_features == expected and from_images == expected
+
+
+def test_jobs_deal_the_samples_to_workers_and_give_the_same_table(runs, table_script, model_dir, tmp_path):
+    """--jobs 2: two worker processes make the pairs, the caller writes the table: the same images and FIDs
+    as the single process (every sample's seeds are its own)."""
+    out, _, full, _, _ = runs
+    parallel = table_script.main(args(model_dir, tmp_path, "--jobs", "2"))
+    assert parallel["complete"]
+    assert [r["fid"] for r in parallel["rows"]] == pytest.approx([r["fid"] for r in full["rows"]], rel=1e-5)
+    for variant in VARIANTS:
+        for png in sorted((out / variant).glob("*.png")):
+            assert (read_png(tmp_path / variant / png.name) - read_png(png)).abs().max() == 0, png

@@ -173,3 +173,24 @@ def test_the_loss_decreases_on_a_tiny_overfit():
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.6 * first, losses
+
+
+@pytest.mark.parametrize("first_pass_views", ["subset", "all"])
+def test_the_first_pass_sees_all_source_views_only_when_asked(first_pass_views, monkeypatch):
+    """objective.first_pass_views: "all" conditions the first pass on every source view (the share of
+    voxels seen is that of the whole group) and the second on the random subset; "subset" both on the subset."""
+    config = tiny_holofusion(world=WorldDataConfig(size=2, objects_per_block=2, refresh_every=0, supersample=1))
+    config = replace(config, conditioning=replace(config.conditioning, empty_probability=1.0),
+                     objective=replace(config.objective, first_pass_views=first_pass_views))
+    task = HoloFusionTask(config, progress=False)
+    model: HoloFusionModel = task.build_model()
+    source = task.build_source(torch.device("cpu"))
+    gens = Generators.seeded(0, 0, torch.device("cpu"))
+    source.fill(gens.data, progress=False)
+    seen = []
+    forward = model.denoiser.forward
+    monkeypatch.setattr(model.denoiser, "forward", lambda v_t, v_bar, t: seen.append(v_bar) or forward(v_t, v_bar, t))
+    task.loss(model, source, 2, gens).backward()
+    first, second = seen
+    assert second.abs().max() == 0                                   # every subset empty
+    assert (first[:, -1].max() > 0) == (first_pass_views == "all")   # the share of views that see a voxel

@@ -147,5 +147,6 @@ def _train(args: argparse.Namespace) -> int:
                          log_every=args.log_every)
     summary = run_training(task, options)
     state = "finished" if summary["finished"] else "stopped (resume with --resume)"
-    print(f"dd3g student: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
+    if summary["main_process"]:
+        print(f"dd3g student: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
     return 0

@@ -129,7 +129,8 @@ def _train(args: argparse.Namespace) -> int:
                          log_every=args.log_every)
     summary = run_training(task, options)
     state = "finished" if summary["finished"] else "stopped (resume with --resume)"
-    print(f"holofusion: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
+    if summary["main_process"]:
+        print(f"holofusion: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
     return 0
 
 

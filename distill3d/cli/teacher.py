@@ -197,7 +197,8 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"the {args.model} training config does not hold together: {error}") from None
     summary = run_training(task, options)
     state = "finished" if summary["finished"] else "stopped (resume with --resume)"
-    print(f"{args.model}: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
+    if summary["main_process"]:
+        print(f"{args.model}: step {summary['step']}/{summary['steps']} {state}; run folder {summary['out']}")
     return 0
 
 

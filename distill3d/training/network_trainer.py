@@ -178,7 +178,8 @@ def _append_log(path: Path, record: dict) -> None:
 
 
 def run_training(task: TrainingTask, options: RunOptions) -> dict:
-    """Train ``task`` in ``options.out`` until ``config.steps`` or the time budget; returns a summary."""
+    """Train ``task`` in ``options.out`` until ``config.steps`` or the time budget; returns a summary (and
+    ``main_process``: whether this process reports, under a multi-process launcher)."""
     started = time.monotonic()
     cfg: OptimConfig = task.config.optim
     total_steps: int = task.config.steps
@@ -300,5 +301,5 @@ def run_training(task: TrainingTask, options: RunOptions) -> dict:
                "out": str(run.path), "exported_to": str(options.export_to) if options.export_to else None}
     if accelerator.is_main_process:
         run.write_summary(summary)
-    return summary
+    return {**summary, "main_process": accelerator.is_main_process}
 

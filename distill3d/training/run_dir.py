@@ -213,7 +213,8 @@ class RunDir:
             raise UserError(f"no checkpoint in {self.path} to resume from")
         with safe_open(str(self.checkpoint_path), framework="pt") as f:
             meta = json.loads(f.metadata()["distill3d"])
-        tensors = load_file(str(self.checkpoint_path), device=str(device))
+        device = torch.device(device)  # safetensors takes "cpu", not the "cpu:0" of accelerate's CPU processes
+        tensors = load_file(str(self.checkpoint_path), device="cpu" if device.type == "cpu" else str(device))
         for name, module in modules.items():
             prefix = f"module.{name}."
             try:

@@ -119,7 +119,8 @@ def conditioning_for(model: HoloFusionModel, count: int, condition: tuple[Tensor
     V = min(len(cameras), max_views or cfg.views.source_views)
     encoder = FrozenImageEncoder(cfg.conditioning, device)
     mask = torch.ones(1, V, dtype=torch.bool, device=device)
-    v_bar = conditioning_grids(encoder, images[None, :V].to(device), cameras[:V].to(device), mask, S, cfg.grid.bound)
+    v_bar, = conditioning_grids(encoder, images[None, :V].to(device), cameras[:V].to(device), [mask], S,
+                                cfg.grid.bound)
     return v_bar.expand(count, *v_bar.shape[1:])
 
 

@@ -4,7 +4,8 @@ with the shared network trainer (``distill3d.training.network_trainer``: resumab
 
 One step, for b groups of 15 source + 4 target views (``view_groups``):
 1. Vbar = Phi(sbar): a random subset of each group's source views (possibly empty) through the frozen
-   encoder, unprojected into the grid (``unproject``; no gradient);
+   encoder, unprojected into the grid (``unproject``; no gradient); by default also the grid of all
+   the source views, for the first pass (``objective.first_pass_views``);
 2. double denoising V_T -> V_0 -> V_t -> D_theta(V_t, Vbar, t) (``objective``, Eq. 5-6);
 3. that grid rendered at the 4 target cameras at S x S pixels by the shared decoder M_eta
    (``render.voxel_batch``), against the targets averaged down to S: the photometric loss (Eq. 5);
@@ -19,6 +20,7 @@ end (``optim.anneal_steps``) in place of the plateau rule; lr stays the paper's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -155,12 +157,13 @@ class HoloFusionModel(nn.Module):
                                   stratified=stratified, generator=generator)
 
     def forward(self, v_bar: Tensor, cameras, targets: Tensor, targets_high: Tensor | None,
-                noise: torch.Generator) -> dict[str, Tensor]:
-        """Loss terms for conditioning grids v_bar [B, c, S, S, S], target cameras [B * V] at S x S, targets
-        [B * V, S, S, 3] and (for D_beta) targets_high [B * V, S * scale, S * scale, 3], images in [0, 1]."""
+                noise: torch.Generator, v_bar_first: Tensor | None = None) -> dict[str, Tensor]:
+        """Loss terms for conditioning grids v_bar [B, c, S, S, S] (and v_bar_first, the first pass's with
+        ``objective.first_pass_views = "all"``), target cameras [B * V] at S x S, targets [B * V, S, S, 3] and
+        (for D_beta) targets_high [B * V, S * scale, S * scale, 3], images in [0, 1]."""
         obj = self.config.objective
         passes = double_denoise(self.denoiser, v_bar, self.schedule, noise, self.config.grid.feature_dim,
-                                obj.detach_first_pass)                                    # HoloFusion Eq. 5-6
+                                obj.detach_first_pass, v_bar_first)                       # HoloFusion Eq. 5-6
         render = self.render(passes["v_0_again"], cameras, stratified=obj.stratified, generator=noise)
         terms = {"photometric": photometric_loss(render.rgb, targets)}                     # HoloFusion Eq. 5
         if self.super_resolution is not None and targets_high is not None:
@@ -170,15 +173,17 @@ class HoloFusionModel(nn.Module):
         return terms
 
 
-def conditioning_grids(encoder: FrozenImageEncoder, images: Tensor, cameras, mask: Tensor, resolution: int,
-                       bound: float) -> Tensor:
-    """Vbar [B, c, S, S, S] from source images [B, V, R, R, 3], their cameras [B * V] and subsets mask [B, V]."""
-    B, V = mask.shape
+def conditioning_grids(encoder: FrozenImageEncoder, images: Tensor, cameras, masks: Sequence[Tensor],
+                       resolution: int, bound: float) -> list[Tensor]:
+    """Vbar [B, c, S, S, S] for each subsets mask [B, V] of source images [B, V, R, R, 3] with their cameras
+    [B * V] (the images encoded once)."""
+    B, V = masks[0].shape
     if V == 0:
-        return unproject_features(images.new_zeros(B, 0, encoder.channels, 1, 1), cameras, mask, resolution, bound)
-    features = encoder(images.reshape(B * V, *images.shape[2:]))
-    return unproject_features(features.reshape(B, V, *features.shape[1:]), cameras, mask.to(features.device),
-                              resolution, bound)
+        features = images.new_zeros(B, 0, encoder.channels, 1, 1)
+    else:
+        features = encoder(images.reshape(B * V, *images.shape[2:]))
+        features = features.reshape(B, V, *features.shape[1:])
+    return [unproject_features(features, cameras, mask.to(features.device), resolution, bound) for mask in masks]
 
 
 class HoloFusionTask:
@@ -206,11 +211,14 @@ class HoloFusionTask:
         n_targets = cfg.views.target_views
         n_sources = batch.images.shape[1] - n_targets
         sources, targets = slice(0, n_sources), slice(n_sources, None)
-        mask = sample_source_masks(batch_size, n_sources, cfg.conditioning.empty_probability, generators.data)
+        masks = [sample_source_masks(batch_size, n_sources, cfg.conditioning.empty_probability, generators.data)]
+        if cfg.objective.first_pass_views == "all":
+            masks.append(torch.ones_like(masks[0]))
         with torch.no_grad():
-            v_bar = conditioning_grids(self.encoder, batch.views(sources), batch.cameras(sources), mask,
-                                       cfg.grid.resolution, cfg.grid.bound)
+            v_bars = conditioning_grids(self.encoder, batch.views(sources), batch.cameras(sources), masks,
+                                        cfg.grid.resolution, cfg.grid.bound)
         S = cfg.render_resolution
         high = batch.views(targets).reshape(-1, *batch.images.shape[2:]) if cfg.super_resolution.enabled else None
-        terms = model(v_bar, batch.cameras(targets, S), batch.low_res(targets, S), high, generators.noise)
+        terms = model(v_bars[0], batch.cameras(targets, S), batch.low_res(targets, S), high, generators.noise,
+                      v_bars[1] if len(v_bars) > 1 else None)
         return terms["loss"]

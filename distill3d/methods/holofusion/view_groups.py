@@ -57,6 +57,15 @@ class ViewsConfig:
     def group_size(self) -> int:
         return self.source_views + self.target_views
 
+    def sphere(self) -> SphereViews:
+        """The camera sampler of the world's groups."""
+        return SphereViews(elevation_range=tuple(self.elevation_range), distance_range=(self.distance,) * 2,
+                           fovy_deg=self.fovy)
+
+    def draw(self, count: int, resolution: int, seed: int) -> Cameras:
+        """``count`` cameras of the world's groups at ``resolution`` px, from ``seed`` (evaluations)."""
+        return self.sphere().sample(count, resolution, torch.Generator().manual_seed(seed))[0]
+
 
 @dataclass
 class WorldDataConfig:
@@ -108,8 +117,7 @@ class WorldViewGroups:
     """World groups from a ``RenderPool`` (module docstring); a ``BatchSource``."""
 
     def __init__(self, views: ViewsConfig, data: WorldDataConfig, resolution: int, device: torch.device):
-        sphere = SphereViews(elevation_range=tuple(views.elevation_range), distance_range=(views.distance,) * 2,
-                             fovy_deg=views.fovy)
+        sphere = views.sphere()
         V = views.group_size
 
         def sample_cameras(n: int, res: int, generator: torch.Generator) -> tuple[Cameras, dict]:
