@@ -1,25 +1,19 @@
 """benchmarks/holofusion_diversity.py on a tiny untrained model: the spread statistic, and a full call."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from distill3d.configs import config_to_dict
 from distill3d.methods.holofusion.train import HoloFusionModel, tiny_holofusion
 from distill3d.model_folder import WEIGHTS_FILE, save_weights
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "holofusion_diversity.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("holofusion_diversity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("holofusion_diversity")
 
 
 def test_spread_is_zero_for_copies_and_the_standard_deviation_otherwise(script):

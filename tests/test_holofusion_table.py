@@ -2,7 +2,6 @@
 sample, a full call, and a repeated call that reuses every sample; the rows, the images and the FIDs are
 checked against direct computations."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from PIL import Image
 
 from distill3d.cameras import Cameras
@@ -25,16 +25,12 @@ from distill3d.scene.voxel_grid import VoxelRadianceField
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects, train_objects
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "holofusion_table.py"
 VARIANTS = ("holodiffusion", "holodiffusion_star", "sds", "mse", "patch_remix")
 
 
 @pytest.fixture(scope="module")
 def table_script():
-    spec = importlib.util.spec_from_file_location("holofusion_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("holofusion_table")
 
 
 @pytest.fixture(scope="module")

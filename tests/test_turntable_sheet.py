@@ -1,20 +1,13 @@
 """The side-by-side turntable sheet puts each run's frames in its own labelled cell."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "turntable_sheet.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def sheet():
-    spec = importlib.util.spec_from_file_location("turntable_sheet", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("turntable_sheet")
 
 
 def test_cells_land_in_their_row_and_column(sheet):
