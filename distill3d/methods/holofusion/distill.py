@@ -80,11 +80,11 @@ DistillLoss = Literal["patch_remix", "mse", "sds"]
 class DistillConfig:
     """Settings of the distillation of one sample (HoloFusion Sec. 3.3.2; paper numbers cited, ours marked).
 
-    ``steps``: the paper's 25K steps take ~30 minutes. At the defaults (S = 32 -> S' = 63, d = 64, 4 views of
-    64 x 64 px, 64 samples a ray) a patch-remix step took 18 ms on one H200 and the bank of 32 x 5 samples
-    (50 DDIM steps) 1.2 s, so the world default of 5000 steps (~90 s) keeps a sample under the target of
-    3 minutes with the export; in 2000 steps the bank loss fell from 1.8e-3 to 3.9e-4 on a world object.
-    ``--steps 25000`` is the paper's.
+    ``steps``: the paper's 25K steps take ~30 minutes. At the defaults (S = 32 -> S' = 63, d = 32, 4 views of
+    64 x 64 px, 64 samples a ray) a patch-remix step took 13.8 ms on one H200 and the bank of 32 x 5 samples
+    1.4 s (benchmarks/RESULTS.md, HoloFusion speed), so the world default of 5000 steps (~71 s) keeps a
+    sample under the target of 3 minutes with the export; in 2000 steps the bank loss fell from 1.8e-3 to
+    3.9e-4 on a world object. ``--steps 25000`` is the paper's.
     """
 
     loss: DistillLoss = "patch_remix"   # patch_remix (HoloFusion), mse (K = 1 ablation) or sds (SDS from D_beta)
