@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,16 +97,20 @@ def same_shards(first: Path, second: Path) -> bool:
 def measure(workload: str, processes: int, args: argparse.Namespace) -> dict:
     """One launch: its throughput (``unit``), wall-clock seconds and return code."""
     run = args.out / f"{workload}-p{processes}"
-    if run.exists():
-        subprocess.run(["rm", "-rf", str(run)], check=True)
+    shutil.rmtree(run, ignore_errors=True)
     log = args.out / "logs" / f"{workload}-p{processes}.log"
-    env = {**os.environ, **SAFE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **SAFE_ENV, "PYTHONPATH": python_path}
     if args.device == "cpu":
         env.setdefault("OMP_NUM_THREADS", "1")
     start = time.perf_counter()
     with log.open("w") as sink:
-        code = subprocess.run(command(workload, processes, run, args), stdout=sink, stderr=subprocess.STDOUT,
-                              env=env, cwd=REPO, timeout=args.timeout_minutes * 60).returncode
+        try:
+            code = subprocess.run(command(workload, processes, run, args), stdout=sink, stderr=subprocess.STDOUT,
+                                  env=env, cwd=REPO, timeout=args.timeout_minutes * 60, check=False).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+            print(f"stopped after --timeout-minutes {args.timeout_minutes}", file=sink)
     seconds = time.perf_counter() - start
     row = {"workload": workload, "processes": processes, "seconds": round(seconds, 2), "returncode": code}
     if code != 0:

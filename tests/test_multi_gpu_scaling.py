@@ -37,7 +37,7 @@ def test_a_changed_quadruple_is_found(measured, tmp_path):
     copy = tmp_path / "q"
     shutil.copytree(measured / "dd3g-collect-p2", copy)
     assert scaling.same_shards(measured / "dd3g-collect-p1", copy)
-    shard = sorted(copy.glob("quadruples-*.safetensors"))[-1]
+    shard = max(copy.glob("quadruples-*.safetensors"))
     tensors = load_file(str(shard))
     tensors["noise_seed"] = tensors["noise_seed"] + 1
     save_file(tensors, str(shard))
