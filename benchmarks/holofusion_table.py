@@ -38,7 +38,8 @@ the paper cannot measure (3D consistency, memorisation) and the time per sample.
 Resumable: a sample of a variant is done when its PNGs and its DIR/<variant>/measures/<sample>.json with
 the same settings exist; those are reused, so a time-boxed call (``--max-minutes``: no new sample is
 started after it) can be repeated until the table is complete. DIR/table.json and DIR/table.md are
-written at the end of every call (rows still incomplete are marked). ``--jobs N`` deals the (variant,
+written at the end of every call (rows still incomplete are marked), with DIR/rows.png: the first view of each
+sample per variant under a row of reference images. ``--jobs N`` deals the (variant,
 sample) pairs to N worker processes of this script on the same folder; it pays only where one process
 leaves the device idle (on one H200 one distillation already filled it).
 """
@@ -211,6 +212,21 @@ def write_pngs(images: torch.Tensor, paths: list[Path]) -> None:
     pixels = (images.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     for array, path in zip(pixels, paths):
         Image.fromarray(array).save(path)
+
+
+def write_rows_sheet(out: Path, variants: list[str], count: int) -> Path:
+    """DIR/rows.png: a row of the first ``count`` reference images, then a row per variant with the first view
+    of each sample (mid grey where a sample is not made yet)."""
+    rows = [[out / "reference" / f"{k:05d}.png" for k in range(count)]]
+    rows += [[out / variant / f"{i:03d}-000.png" for i in range(count)] for variant in variants]
+    size = Image.open(rows[0][0]).size
+    sheet = Image.new("RGB", (size[0] * count, size[1] * len(rows)), (128, 128, 128))
+    for r, row in enumerate(rows):
+        for c, path in enumerate(row):
+            if path.is_file():
+                sheet.paste(Image.open(path).convert("RGB"), (c * size[0], r * size[1]))
+    sheet.save(out / "rows.png")
+    return out / "rows.png"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -617,6 +633,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json_atomic(out / "table.json", table)
     text = markdown(table)
     (out / "table.md").write_text(text)
+    write_rows_sheet(out, args.variant_list, args.count)
     print(text)
     if not table["complete"]:
         print("holofusion_table: incomplete (time box reached); run the same command again to continue")

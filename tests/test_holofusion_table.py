@@ -98,6 +98,15 @@ def test_the_table_has_every_row_and_its_files(runs):
     assert [r["fid"] for r in again["rows"]] == pytest.approx([r["fid"] for r in full["rows"]])
 
 
+def test_the_rows_sheet_holds_the_reference_and_each_variants_first_views(runs):
+    out = runs[0]
+    sheet = read_png(out / "rows.png")
+    assert sheet.shape == (16 * 6, 16 * 2, 3)                         # 1 + 5 rows of 2 samples at 16 px
+    assert torch.equal(sheet[:16, 16:], read_png(out / "reference" / "00001.png"))
+    for r, variant in enumerate(VARIANTS, start=1):
+        assert torch.equal(sheet[16 * r:16 * r + 16, 16:], read_png(out / variant / "001-000.png"))
+
+
 def test_holodiffusion_images_are_renders_of_the_sampled_grids(runs, model_dir):
     out = runs[0]
     model = load_holofusion(model_dir)

@@ -132,6 +132,9 @@ def test_distill_command_refines_a_written_sample(trained, tmp_path, capsys):
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["fine_resolution"] == 15 and summary["samples_per_camera"] == 5
     assert summary["bank_loss_start"] is not None and summary["bank_loss_start"] > 0
+    # without --model: the model that the sample's summary.json names, so the same bank
+    assert main(distill[:2] + distill[4:] + ["--out", str(tmp_path / "n"), "--steps", "3"]) == 0
+    assert json.loads((tmp_path / "n" / "summary.json").read_text())["bank_loss_start"] == summary["bank_loss_start"]
     capsys.readouterr()
     assert main(distill[:5] + [str(tmp_path)] + distill[6:] + ["--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
@@ -194,3 +197,12 @@ def test_the_first_pass_sees_all_source_views_only_when_asked(first_pass_views, 
     first, second = seen
     assert second.abs().max() == 0                                   # every subset empty
     assert (first[:, -1].max() > 0) == (first_pass_views == "all")   # the share of views that see a voxel
+
+
+def test_sample_without_model_draws_from_the_shipped_model(tmp_path):
+    """`holofusion sample` defaults to the shipped holofusion-world model (S = 32, d = 32)."""
+    out = tmp_path / "s"
+    assert main(["holofusion", "sample", "--count", "1", "--out", str(out), "--steps", "2", "--device", "cpu",
+                 "--turntable-frames", "0", "--mesh-resolution", "16"]) == 0
+    summary = json.loads((out / "sample-000" / "summary.json").read_text())
+    assert summary["model"] == "holofusion-world" and (summary["grid_resolution"], summary["feature_dim"]) == (32, 32)

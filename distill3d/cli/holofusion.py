@@ -8,6 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
+SHIPPED_MODEL = "holofusion-world"
+"""The shipped HoloFusion model of the world (distill3d/weights/holofusion-world)."""
+
 
 def register(commands, help_text: str) -> None:
     p = commands.add_parser("holofusion", help=help_text, description=help_text)
@@ -42,12 +45,13 @@ def register(commands, help_text: str) -> None:
     t.set_defaults(run=_train)
 
     s = sub.add_parser("sample", help="sample grids and write each one's grid, turntable and mesh",
-                       usage="distill3d holofusion sample --model RUN_OR_MODEL --count N --out DIR [options]",
+                       usage="distill3d holofusion sample [--model RUN_OR_MODEL] --count N --out DIR [options]",
                        description="Sample voxel grids from noise with the trained denoiser (unconditional, or "
                                    "conditioned on the posed views of --condition) and write, per sample, "
                                    "DIR/sample-NNN/: grid.safetensors, turntable.mp4/.gif, mesh.glb/.ply and "
                                    "summary.json; DIR/summary.json holds the seconds per object.")
-    s.add_argument("--model", required=True, help="a holofusion run folder or model folder")
+    s.add_argument("--model", default=SHIPPED_MODEL,
+                   help=f"a holofusion run folder, model folder or shipped name (default: {SHIPPED_MODEL})")
     s.add_argument("--count", type=int, default=4, help="samples to draw (default: 4)")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--condition", default=None, help="posed source views: a multi-view sequence folder, a data set or a CO3D folder "
@@ -69,7 +73,7 @@ def register(commands, help_text: str) -> None:
     from distill3d.cli.view import add_live_viewer_options
 
     d = sub.add_parser("distill", help="distil super-resolved views of one sample into a finer grid (Sec. 3.3.2)",
-                       usage="distill3d holofusion distill --model RUN_OR_MODEL --sample DIR/sample-NNN --out RUN "
+                       usage="distill3d holofusion distill [--model RUN_OR_MODEL] --sample DIR/sample-NNN --out RUN "
                              "[options]",
                        description="Upsample a sample's grid (trilinear, S' = 2S - 1 by default), draw a bank of "
                                    "K = 5 super-resolutions from the model's D_beta for each of 32 cameras on the "
@@ -77,7 +81,9 @@ def register(commands, help_text: str) -> None:
                                    "patches (Eq. 8), Adam at lr 2e-4. --loss mse (K = 1) and --loss sds are the "
                                    "paper's ablations. Resumable (--resume); writes the mesh, turntable and "
                                    "summary.json into RUN.")
-    d.add_argument("--model", required=True, help="the holofusion run or model folder that drew the sample")
+    d.add_argument("--model", default=None,
+                   help="the holofusion run or model folder that drew the sample (default: the model named in the "
+                        f"sample's summary.json, else {SHIPPED_MODEL})")
     d.add_argument("--sample", required=True, type=Path,
                    help="a sample folder written by `holofusion sample` (or its grid.safetensors)")
     add_distill_arguments(d)
@@ -192,9 +198,19 @@ def _distill(args: argparse.Namespace) -> int:
     if not grid.is_file():
         raise UserError(f"--sample {args.sample}: no grid.safetensors (give a folder written by `holofusion sample`)")
     device = pick_device(args.device)
+    if args.model is None:
+        args.model = _sample_model(args.sample if args.sample.is_dir() else args.sample.parent)
     model = load_holofusion(args.model, device)
     if model.super_resolution is None:
         raise UserError(f"{args.model} was trained without its super-resolution model; nothing to distil from")
     coarse = read_sample_grid(grid, device)
     with live_viewer(args, f"holofusion distill {args.sample}"):
         return run_distill(args, coarse, model.super_resolution, model.sr_schedule)
+
+
+def _sample_model(folder: Path) -> str:
+    """The model named in a sample folder's summary.json (``holofusion sample`` records it), else the shipped one."""
+    try:
+        return str(json.loads((folder / "summary.json").read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return SHIPPED_MODEL
