@@ -29,14 +29,15 @@ from distill3d.cameras import Cameras
 from distill3d.devices import pick_device
 from distill3d.errors import UserError
 from distill3d.eval.feature_networks import feature_network
-from distill3d.eval.fid import (
-    feature_statistics,
-    frechet_distance,
-    kernel_inception_distance,
-)
+from distill3d.eval.fid import feature_fid_kid
 from distill3d.methods.holofusion.sample import load_holofusion
 from distill3d.world.reference_render import render_reference
 from distill3d.world.split import heldout_objects
+
+
+def to_8_bit(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] rounded to the 256 levels of an 8-bit PNG, as the table writes them."""
+    return (images.clamp(0, 1) * 255 + 0.5).floor() / 255
 
 
 def exact_renders(cameras: Cameras, device: torch.device, batch: int = 64) -> torch.Tensor:
@@ -44,13 +45,13 @@ def exact_renders(cameras: Cameras, device: torch.device, batch: int = 64) -> to
     objects = heldout_objects()
     rgb = [render_reference([objects[k % len(objects)] for k in range(s, min(s + batch, len(cameras)))],
                             cameras[s:s + batch].to(device)).rgb for s in range(0, len(cameras), batch)]
-    return (torch.cat(rgb).clamp(0, 1) * 255 + 0.5).floor() / 255
+    return to_8_bit(torch.cat(rgb))
 
 
 def upsampled(images: torch.Tensor, size: int) -> torch.Tensor:
     """Images [N, h, w, 3] -> [N, size, size, 3], bilinear (half-pixel centres), rounded to 8 bits."""
     x = F.interpolate(images.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
-    return (x.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).floor() / 255
+    return to_8_bit(x.permute(0, 2, 3, 1))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -80,15 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
         return torch.cat([network.features(network.resize(images[s:s + 64].to(device))) for s in range(0, N, 64)])
 
     ref_features = features(reference)
-    size = min(1000, max(2, N // 2))                                             # as the table's KID subsets
     rows = {}
     for name, images in candidates.items():
-        f = features(images)
-        kid, kid_std = kernel_inception_distance(f, ref_features, args.kid_subsets, size,
-                                                 torch.Generator().manual_seed(args.seed))
-        rows[name] = {"fid": frechet_distance(*feature_statistics(f), *feature_statistics(ref_features)),
-                      "kid_mean": kid, "kid_std": kid_std}
-        print(f"holofusion_fid_ceiling: {name}: FID {rows[name]['fid']:.2f}, KID {kid:.4f}", flush=True)
+        rows[name] = feature_fid_kid(features(images), ref_features, args.kid_subsets, args.seed)  # as the table's
+        print(f"holofusion_fid_ceiling: {name}: FID {rows[name]['fid']:.2f}, KID {rows[name]['kid_mean']:.4f}",
+              flush=True)
     result = {"model": str(args.model), "count": N, "resolution": S * scale, "coarse_resolution": S,
               "features": network.name, "seed": args.seed, "rows": rows,
               "resolution_cost": rows["exact at S, upsampled"]["fid"]}

@@ -74,11 +74,9 @@ from distill3d.eval.feature_networks import (
     feature_network,
 )
 from distill3d.eval.fid import (
-    feature_statistics,
+    feature_fid_kid,
     folder_features,
-    frechet_distance,
     image_files,
-    kernel_inception_distance,
     read_image,
 )
 from distill3d.eval.memorisation import (
@@ -385,15 +383,6 @@ class VariantRunner:
 # --- FID / KID ------------------------------------------------------------------------------------------------
 
 
-def fid_kid(fa: torch.Tensor, fb: torch.Tensor, subsets: int, seed: int) -> dict:
-    """FID and KID (mean, std) between features fa [N, D] and fb [M, D]. KID's subsets hold half the smaller
-    set (at most 1000, Binkowski et al.'s size): subsets of the whole set would all be equal (std 0)."""
-    size = min(1000, max(2, min(len(fa), len(fb)) // 2))
-    kid_mean, kid_std = kernel_inception_distance(fa, fb, subsets, size, torch.Generator().manual_seed(seed))
-    return {"fid": frechet_distance(*feature_statistics(fa), *feature_statistics(fb)), "kid_mean": kid_mean,
-            "kid_std": kid_std, "kid_subset_size": size, "count": len(fa), "count_reference": len(fb)}
-
-
 @torch.no_grad()
 def predicted_shapes(files: list[Path], features: torch.Tensor, network: FeatureNetwork,
                      classifier: WorldClassifier | None) -> list[str]:
@@ -414,7 +403,7 @@ def per_shape(fa: torch.Tensor, shapes_a: list[str], fr: torch.Tensor, shapes_r:
     for shape in HEADS["shape"]:
         a = [k for k, s in enumerate(shapes_a) if s == shape]
         r = [k for k, s in enumerate(shapes_r) if s == shape]
-        out[shape] = (fid_kid(fa[a], fr[r], subsets, seed) if len(a) >= 2 and len(r) >= 2
+        out[shape] = (feature_fid_kid(fa[a], fr[r], subsets, seed) if len(a) >= 2 and len(r) >= 2
                       else {"count": len(a), "count_reference": len(r)})
     return out
 
@@ -513,7 +502,7 @@ def build_table(args, variants, runner: VariantRunner, out: Path, reference: dic
         if row["complete"]:
             files = [p for i in range(args.count) for p in runner.paths(variant, i)[0]]
             fa = folder_features(files, network)
-            row.update(fid_kid(fa, fr, args.kid_subsets, args.seed))
+            row.update(feature_fid_kid(fa, fr, args.kid_subsets, args.seed))
             shapes = predicted_shapes(files, fa, network, classifier)
             row["predicted_shapes"] = {s: shapes.count(s) for s in HEADS["shape"]}
             row["per_shape"] = per_shape(fa, shapes, fr, reference["shapes"], args.kid_subsets, args.seed)
@@ -615,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_reference_floor:
         floor_settings = {**ref_settings, "seed": args.seed + 2, "cameras": _sha(floor_cams.c2w.numpy().tobytes())}
         reference_set(out / "reference_floor", floor_cams, floor_settings, device, consistency=False)
-        floor = fid_kid(folder_features(image_files(out / "reference_floor"), network),
+        floor = feature_fid_kid(folder_features(image_files(out / "reference_floor"), network),
                         folder_features(image_files(out / "reference"), network), args.kid_subsets, args.seed)
     classifier = None if isinstance(network, ClassifierFeatures) else WorldClassifier.from_pretrained(device=device)
     v = cfg.views

@@ -18,6 +18,7 @@ from distill3d.eval.feature_networks import (
 )
 from distill3d.eval.fid import (
     FolderFIDConfig,
+    feature_fid_kid,
     feature_statistics,
     fid_between_folders,
     frechet_distance,
@@ -115,6 +116,16 @@ def _mmd2_by_loops(x: torch.Tensor, y: torch.Tensor) -> float:
     yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
     return xx + yy - 2 * xy
+
+
+def test_feature_fid_kid_takes_kid_subsets_of_half_the_smaller_set():
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(9, 3, generator=g), torch.randn(12, 3, generator=g) + 0.5
+    result = feature_fid_kid(x, y, subsets=4, seed=2)
+    mean, std = kernel_inception_distance(x, y, 4, 4, torch.Generator().manual_seed(2))
+    assert (result["kid_mean"], result["kid_std"], result["kid_subset_size"]) == (mean, std, 4)
+    assert result["fid"] == frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    assert (result["count"], result["count_reference"]) == (9, 12)
 
 
 def test_kid_matches_a_direct_double_loop():

@@ -132,6 +132,16 @@ def kernel_inception_distance(f1: Tensor, f2: Tensor, subsets: int = 100, subset
     return float(values.mean()), float(values.std())
 
 
+def feature_fid_kid(fa: Tensor, fb: Tensor, subsets: int = 100, seed: int = 0) -> dict:
+    """FID and KID (mean, std) between features fa [N, D] and fb [M, D], N, M >= 2. KID's subsets hold half
+    the smaller set (at most 1000, Binkowski et al.'s size): subsets of the whole set would all be equal
+    (std 0). Returns ``fid``, ``kid_mean``, ``kid_std``, ``kid_subset_size``, ``count``, ``count_reference``."""
+    size = min(1000, max(2, min(len(fa), len(fb)) // 2))
+    kid_mean, kid_std = kernel_inception_distance(fa, fb, subsets, size, torch.Generator().manual_seed(seed))
+    return {"fid": frechet_distance(*feature_statistics(fa), *feature_statistics(fb)), "kid_mean": kid_mean,
+            "kid_std": kid_std, "kid_subset_size": size, "count": len(fa), "count_reference": len(fb)}
+
+
 # --- folders of images ---------------------------------------------------------------------------
 
 
